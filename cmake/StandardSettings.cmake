@@ -1,0 +1,18 @@
+# INTERFACE targets that every hubcache library links: warnings and sanitizers
+# are set once here, not per target.
+add_library(hubcache_settings INTERFACE)
+target_compile_options(hubcache_settings INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+                                                   -Wold-style-cast -Wcast-align -Wunused -Woverloaded-virtual)
+if(HUBCACHE_WERROR)
+  target_compile_options(hubcache_settings INTERFACE -Werror)
+endif()
+# Asio: no deprecated APIs, and io_uring stays off (epoll is what Debian's kernels reliably have).
+target_compile_definitions(hubcache_settings INTERFACE BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW
+                                                       $<$<CONFIG:Debug>:_GLIBCXX_ASSERTIONS>)
+if(HUBCACHE_SANITIZE)
+  target_compile_options(hubcache_settings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                                                     -fno-sanitize-recover=undefined)
+  target_link_options(hubcache_settings INTERFACE -fsanitize=address,undefined)
+endif()
+target_include_directories(hubcache_settings INTERFACE ${PROJECT_SOURCE_DIR}/include)
+target_link_libraries(hubcache_settings INTERFACE Boost::headers Threads::Threads)

@@ -1,0 +1,74 @@
+// hubcache configuration.
+//
+// Every key can be set in a JSON file (--config FILE), by a HUBCACHE_<KEY>
+// environment variable, and by a --<key> flag (underscores become dashes);
+// flags beat environment beat file beat defaults. The defaults below are the
+// embedded default configuration. config/hubcache.example.json documents every
+// key and docs/configuration.md explains them.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hubcache::config {
+
+struct Config {
+  // listen: address and port of the front HTTP server.
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;  // 0 picks a free port (printed at startup)
+  // upstream: the Hub, http:// or https://, no trailing slash.
+  std::string upstream = "https://huggingface.co";
+  // cache_dir: root of the disk store. Default: $XDG_CACHE_HOME/hubcache, else ~/.cache/hubcache.
+  std::filesystem::path cache_dir;
+  // max_cache_size: bytes of blobs kept before LRU eviction. Default 100 GiB.
+  std::uint64_t max_cache_size = 100ull << 30;
+  // public_url: how clients reach hubcache (scheme://host[:port]); empty = the request's Host.
+  std::string public_url;
+  // log_level: trace, debug, info, warn, error, critical, off.
+  std::string log_level = "info";
+  // threads: I/O threads; 0 = one per core.
+  unsigned threads = 0;
+  // upstream_ca_file: extra PEM CA bundle trusted for upstream TLS, on top of the system store.
+  std::string upstream_ca_file;
+  // public_ttl: how long a repo that answered an anonymous request stays "public"
+  // (its cached bytes are then served without asking upstream).
+  std::chrono::seconds public_ttl{60};
+  // upstream_timeout: deadline for connecting and for each upstream read or write.
+  std::chrono::milliseconds upstream_timeout{30'000};
+  // client_timeout: deadline for each read or write on a client connection (idle keep-alive included).
+  std::chrono::milliseconds client_timeout{60'000};
+  // shutdown_grace: on SIGTERM/SIGINT, how long in-flight responses may take to finish.
+  std::chrono::milliseconds shutdown_grace{10'000};
+};
+
+// A bad value: the message names the key and what is wrong, in one line.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class ParseOutcome { run, help, version };
+
+struct Parsed {
+  ParseOutcome outcome = ParseOutcome::run;
+  Config config;
+};
+
+// Builds the configuration from defaults, the JSON file named by --config (or
+// HUBCACHE_CONFIG), HUBCACHE_* variables in `env` ("NAME=value" strings, as in
+// environ) and the flags in `args` (argv without argv[0]). Throws ConfigError.
+Parsed parse(const std::vector<std::string>& args, const std::vector<std::string>& env);
+
+// Text printed for --help.
+std::string help_text();
+
+// Parses sizes like "500G", "64MiB", "1048576" (bytes; K/M/G/T and KiB/MiB... are powers of 1024).
+std::uint64_t parse_size(const std::string& text);  // throws std::invalid_argument
+// Parses durations like "250ms", "30s", "10m", "2h"; a bare number is seconds.
+std::chrono::milliseconds parse_duration(const std::string& text);  // throws std::invalid_argument
+
+}  // namespace hubcache::config

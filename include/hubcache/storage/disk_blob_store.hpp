@@ -1,0 +1,30 @@
+// The local-disk BlobStore.
+//
+// On-disk layout under `root` (format version 1, see docs/architecture.md):
+//   root/CACHEDIR.TAG                   so backup tools skip the cache
+//   root/store.json                     {"format": 1}; another version refuses to start
+//   root/blobs/<aa>/<sha256 hex>        committed blobs (aa = first two hex digits)
+//   root/staging/<random>               blobs being written; deleted at startup
+#pragma once
+
+#include <hubcache/storage/blob_store.hpp>
+
+#include <boost/asio/thread_pool.hpp>
+
+#include <filesystem>
+
+namespace hubcache::storage {
+
+struct DiskStoreOptions {
+  std::filesystem::path root;
+  std::uint64_t max_bytes = 0;  // limit for committed + reserved bytes; REQUIRES > 0
+};
+
+// Opens (creating if needed) the store, removes staging leftovers of a crash,
+// and rebuilds the LRU order from file access times. Throws std::runtime_error
+// on a bad root or an unknown format version (startup only). `blocking` runs
+// fsync/rename/hash-verification so I/O threads never block on them; it must
+// outlive the store.
+std::unique_ptr<BlobStore> make_disk_blob_store(const DiskStoreOptions& options, net::thread_pool& blocking);
+
+}  // namespace hubcache::storage

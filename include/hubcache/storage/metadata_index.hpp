@@ -1,0 +1,58 @@
+// Durable index from Hub coordinates to stored blobs.
+//
+// Maps (repo type, repo id, commit, path, route kind) to the blob and the
+// response metadata needed to answer HEAD/GET without asking upstream. Also
+// maps an upstream ETag (git sha1 or sha256) to the sha256 blob key, so the
+// same content under another commit or path is found.
+//
+// A put() is durable when it returns (atomic file write: temp, fsync, rename,
+// fsync dir). Records survive restarts; the format is versioned.
+//
+// Thread safety: all methods are safe from any thread. put() blocks on fsync:
+// call it from the blocking pool, not from an I/O thread. get() reads a small
+// file at most (page cache) and may run on I/O threads.
+#pragma once
+
+#include <hubcache/core/digest.hpp>
+#include <hubcache/core/error.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace hubcache::storage {
+
+struct FileKey {
+  std::string repo_type;  // "model", "dataset", "space", "kernel"
+  std::string repo;       // canonical id, e.g. "acme/tiny-model"
+  std::string commit;     // 40-hex
+  std::string path;       // decoded path in the repo
+  std::string kind;       // "resolve" or "raw"
+  friend bool operator==(const FileKey&, const FileKey&) = default;
+};
+
+struct FileRecord {
+  std::string etag;           // upstream value, unquoted: sha1 (git) or sha256 (LFS)
+  bool lfs = false;           // true when upstream sent X-Linked-Etag
+  std::uint64_t size = 0;
+  core::Sha256 sha256;        // blob key in the BlobStore
+  std::string content_type;   // as upstream sent it for this file
+};
+
+class MetadataIndex {
+ public:
+  virtual ~MetadataIndex() = default;
+  virtual result<std::optional<FileRecord>> get(const FileKey& key) = 0;
+  virtual result<void> put(const FileKey& key, const FileRecord& record) = 0;
+  // Blob key for an upstream etag (unquoted), if some record with that etag
+  // was stored.
+  virtual result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) = 0;
+};
+
+// Stores records under `dir` (created if needed). Throws std::runtime_error on
+// an unusable directory or an unknown format version (startup only).
+std::unique_ptr<MetadataIndex> make_disk_metadata_index(const std::filesystem::path& dir);
+
+}  // namespace hubcache::storage

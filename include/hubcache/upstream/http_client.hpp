@@ -1,0 +1,99 @@
+// HTTP/1.1 client for talking to the Hub and its CDN hosts.
+//
+// One call = one exchange: no retries and no redirect following here (the
+// policy layer in src/hub decides that). http:// and https:// are supported;
+// https verifies the peer against the system CA store plus an optional extra
+// CA file, sends SNI and checks the host name. Idle keep-alive connections
+// are pooled per (scheme, host, port) and reused.
+//
+// Thread safety: HttpClient is safe to use from any thread and coroutine.
+// A Response belongs to one coroutine at a time.
+#pragma once
+
+#include <hubcache/core/error.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace hubcache::upstream {
+
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+
+// An absolute http(s) URL split into what a connection and a request need.
+struct Url {
+  std::string scheme;   // "http" or "https"
+  std::string host;     // without brackets for IPv6 literals
+  std::uint16_t port = 0;
+  std::string target;   // path + query, starting with '/'; sent verbatim
+
+  // Parses "http[s]://host[:port][/target]". errc::bad_request when malformed.
+  static result<Url> parse(std::string_view text);
+  // "scheme://host[:port]" with the port omitted when it is the default.
+  std::string origin() const;
+  // True when scheme, host and port are equal.
+  bool same_origin(const Url& other) const noexcept;
+  // Resolves a Location value against this URL: absolute URLs as-is, and
+  // "/path?q" relative to this URL's origin.
+  result<Url> resolve(std::string_view location) const;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{10'000};  // TCP connect + TLS handshake
+  std::chrono::milliseconds io_timeout{30'000};       // each read or write step
+  std::string extra_ca_file;                          // PEM file added to the system store; empty = none
+  std::size_t max_idle_per_host = 16;                 // pooled idle connections per origin
+  std::chrono::seconds idle_timeout{30};              // pooled connections older than this are closed
+  std::string user_agent = "hubcache";                // sent when the request has none
+};
+
+struct Request {
+  http::verb method = http::verb::get;
+  Url url;
+  http::fields headers;  // Host and User-Agent are filled in when absent
+  std::string body;
+};
+
+// The head of an upstream response, with the body still on the connection.
+class Response {
+ public:
+  virtual ~Response() = default;
+  virtual unsigned status() const noexcept = 0;
+  virtual const http::fields& headers() const noexcept = 0;
+  // Content-Length if the response has one (absent for chunked bodies).
+  virtual std::optional<std::uint64_t> content_length() const noexcept = 0;
+  // Reads the next part of the body into buf; returns 0 at the end of the
+  // body (then the connection goes back to the pool). Errors:
+  // errc::upstream_timeout, errc::upstream_unavailable (reset, truncated).
+  virtual net::awaitable<result<std::size_t>> read_some(std::span<std::byte> buf) = 0;
+  // Reads the rest of the body, failing with errc::upstream_protocol when it
+  // exceeds `limit` bytes.
+  virtual net::awaitable<result<std::string>> read_all(std::size_t limit) = 0;
+  // Destroying a Response whose body was not fully read closes its connection.
+};
+using ResponsePtr = std::unique_ptr<Response>;
+
+class HttpClient {
+ public:
+  virtual ~HttpClient() = default;
+  // Sends the request and reads the response head. HEAD responses have an
+  // empty body whatever Content-Length says. Errors: errc::upstream_unavailable
+  // (DNS, connect, reset), errc::upstream_timeout, errc::upstream_tls,
+  // errc::upstream_protocol (unparseable response).
+  virtual net::awaitable<result<ResponsePtr>> send(Request request) = 0;
+};
+
+// Throws std::runtime_error when the extra CA file cannot be loaded (startup).
+std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, const ClientOptions& options);
+
+}  // namespace hubcache::upstream
