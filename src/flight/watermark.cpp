@@ -1,0 +1,68 @@
+#include <hubcache/flight/watermark.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+
+namespace hubcache::flight {
+
+void Watermark::advance(std::uint64_t available) {
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_state.finished || available <= m_state.available) return;
+    m_state.available = available;
+  }
+  wake_all();
+}
+
+void Watermark::finish(std::error_code ec) {
+  {
+    std::lock_guard lock(m_mutex);
+    if (m_state.finished) return;
+    m_state.finished = true;
+    m_state.error = ec;
+  }
+  wake_all();
+}
+
+Watermark::State Watermark::state() const {
+  std::lock_guard lock(m_mutex);
+  return m_state;
+}
+
+void Watermark::wake_all() {
+  std::vector<std::shared_ptr<net::steady_timer>> waiters;
+  {
+    std::lock_guard lock(m_mutex);
+    waiters.swap(m_waiters);
+  }
+  for (auto& timer : waiters) {
+    // Cancel on the timer's own executor: steady_timer is not thread-safe.
+    net::post(timer->get_executor(), [timer] { timer->cancel(); });
+  }
+}
+
+net::awaitable<result<Watermark::State>> Watermark::wait_beyond(std::uint64_t offset,
+                                                                std::chrono::steady_clock::duration timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto timer = std::make_shared<net::steady_timer>(co_await net::this_coro::executor);
+  while (true) {
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_state.finished && m_state.error) co_return m_state.error;
+      if (m_state.available > offset || m_state.finished) co_return m_state;
+      if (std::chrono::steady_clock::now() >= deadline) co_return errc::timeout;
+      m_waiters.push_back(timer);
+    }
+    timer->expires_at(deadline);
+    co_await timer->async_wait(net::as_tuple(net::use_awaitable));
+    std::lock_guard lock(m_mutex);
+    // A timeout (not a cancel) leaves our timer registered: drop it.
+    m_waiters.erase(std::remove(m_waiters.begin(), m_waiters.end(), timer), m_waiters.end());
+  }
+}
+
+}  // namespace hubcache::flight

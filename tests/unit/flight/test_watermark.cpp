@@ -1,0 +1,121 @@
+#include <hubcache/flight/registry.hpp>
+#include <hubcache/flight/watermark.hpp>
+
+#include <test_support.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <string>
+#include <thread>
+
+namespace hubcache::flight {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(Watermark, ReturnsImmediatelyWhenDataIsThere) {
+  net::io_context ioc;
+  Watermark wm;
+  wm.advance(10);
+  auto st = test::run(ioc, wm.wait_beyond(5, 1s));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->available, 10u);
+  EXPECT_FALSE(st->finished);
+}
+
+TEST(Watermark, WakesWaitersOnOtherThreads) {
+  // Eight waiters, each on its own strand of a 4-thread pool, wait for the
+  // producer to pass their offset; all must see it.
+  net::thread_pool pool(4);
+  Watermark wm;
+  std::atomic<int> satisfied{0};
+  std::vector<std::future<void>> done;
+  for (int i = 0; i < 8; ++i) {
+    std::promise<void> p;
+    done.push_back(p.get_future());
+    net::co_spawn(
+        net::make_strand(pool),
+        [&wm, &satisfied]() -> net::awaitable<void> {
+          std::uint64_t pos = 0;
+          while (pos < 1000) {
+            auto st = co_await wm.wait_beyond(pos, 10s);
+            if (!st) co_return;
+            pos = st->available;
+            if (st->finished) break;
+          }
+          if (pos == 1000) satisfied++;
+        },
+        [p = std::move(p)](std::exception_ptr) mutable { p.set_value(); });
+  }
+  for (std::uint64_t v = 1; v <= 1000; v += 7) {
+    wm.advance(v);
+    if (v % 70 == 1) std::this_thread::sleep_for(1ms);
+  }
+  wm.advance(1000);
+  wm.finish({});
+  for (auto& f : done) ASSERT_EQ(f.wait_for(20s), std::future_status::ready);
+  EXPECT_EQ(satisfied.load(), 8);
+  pool.join();
+}
+
+TEST(Watermark, FailureReachesWaiters) {
+  net::io_context ioc;
+  Watermark wm;
+  wm.advance(3);
+  net::post(ioc, [&] { wm.finish(make_error_code(errc::integrity_mismatch)); });
+  auto st = test::run(ioc, wm.wait_beyond(3, 5s));
+  ASSERT_FALSE(st.has_value());
+  EXPECT_EQ(st.error(), make_error_code(errc::integrity_mismatch));
+  // A finished watermark ignores later progress.
+  wm.advance(100);
+  EXPECT_EQ(wm.state().available, 3u);
+}
+
+TEST(Watermark, TimesOutWithoutProgress) {
+  net::io_context ioc;
+  Watermark wm;
+  wm.advance(1);
+  auto st = test::run(ioc, wm.wait_beyond(1, 50ms));
+  ASSERT_FALSE(st.has_value());
+  EXPECT_EQ(st.error(), make_error_code(errc::timeout));
+}
+
+TEST(Watermark, SuccessfulFinishEndsWaitAtEnd) {
+  net::io_context ioc;
+  Watermark wm;
+  wm.advance(4);
+  net::post(ioc, [&] { wm.finish({}); });
+  auto st = test::run(ioc, wm.wait_beyond(4, 5s));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_TRUE(st->finished);
+  EXPECT_EQ(st->available, 4u);
+}
+
+TEST(FlightRegistry, FirstCallerLeadsOthersJoin) {
+  FlightRegistry<std::string, int> reg;
+  int made = 0;
+  auto [a, lead_a] = reg.join("k", [&] { ++made; return new int(1); });
+  auto [b, lead_b] = reg.join("k", [&] { ++made; return new int(2); });
+  EXPECT_TRUE(lead_a);
+  EXPECT_FALSE(lead_b);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(made, 1);
+  reg.remove("k", a);
+  auto [c, lead_c] = reg.join("k", [&] { ++made; return new int(3); });
+  EXPECT_TRUE(lead_c);
+  EXPECT_EQ(*c, 3);
+  // Removing a stale flight does not remove the live one.
+  reg.remove("k", a);
+  EXPECT_EQ(reg.size(), 1u);
+}
+
+}  // namespace
+}  // namespace hubcache::flight
