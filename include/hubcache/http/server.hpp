@@ -1,0 +1,104 @@
+// A small asynchronous HTTP/1.1 server (Beast + C++20 coroutines).
+//
+// Each connection is one coroutine on its own strand: read a request (with
+// header and body limits and a deadline), hand it to the Handler, repeat while
+// keep-alive allows. One request is handled at a time per connection, which
+// bounds pipelining. Handlers stream large bodies through Exchange without
+// buffering them. The server knows nothing about the Hub.
+//
+// Shutdown: shutdown() stops accepting, closes idle connections at once, lets
+// in-flight exchanges finish for `grace`, then closes what is left.
+//
+// Thread safety: Server methods may be called from any thread. An Exchange
+// belongs to its connection's coroutine and must only be used from it.
+#pragma once
+
+#include <hubcache/core/error.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace hubcache::http {
+
+namespace net = boost::asio;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+
+using Request = bhttp::request<bhttp::string_body>;
+using StringResponse = bhttp::response<bhttp::string_body>;
+using HeadResponse = bhttp::response<bhttp::empty_body>;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;
+  // Deadline for each read or write on a connection, including the wait for
+  // the next request on an idle keep-alive connection.
+  std::chrono::milliseconds io_timeout{60'000};
+  // Request line plus headers. 16 KiB fits any Hub URL we accept (8 KiB max)
+  // plus a bearer token, and keeps a slow-loris client cheap.
+  std::size_t header_limit = 16 * 1024;
+  // Request bodies are small on the API routes we relay (paths-info JSON,
+  // commit payloads are larger; 64 MiB bounds memory per connection).
+  std::size_t body_limit = 64ull * 1024 * 1024;
+};
+
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  virtual const Request& request() const noexcept = 0;
+  // The connection's strand; coroutines started for this exchange run here.
+  virtual net::any_io_executor executor() const = 0;
+
+  // Sends a complete response. Content-Length is set from the body; for a HEAD
+  // request the body is not sent but its length is announced.
+  virtual net::awaitable<result<void>> respond(StringResponse response) = 0;
+  // Sends the head of a response whose body follows via write_body().
+  // REQUIRES: Content-Length set, or `Transfer-Encoding: chunked` (then use
+  // write_chunk/finish_chunks). For HEAD requests, send no body.
+  virtual net::awaitable<result<void>> write_head(HeadResponse& response) = 0;
+  virtual net::awaitable<result<void>> write_body(std::span<const std::byte> data) = 0;
+  virtual net::awaitable<result<void>> write_chunk(std::span<const std::byte> data) = 0;
+  virtual net::awaitable<result<void>> finish_chunks() = 0;
+
+  // The connection closes after this exchange (e.g. a body was cut short).
+  virtual void close_after() noexcept = 0;
+  virtual bool head_sent() const noexcept = 0;
+  // Cache outcome for the access log: "hit", "miss", "fill", "relay", ...
+  virtual void set_outcome(std::string_view outcome) = 0;
+};
+
+using Handler = std::function<net::awaitable<void>(Exchange&)>;
+
+class Server {
+ public:
+  Server(net::io_context& ioc, ServerOptions options, Handler handler);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and listens. Throws std::system_error (startup only).
+  tcp::endpoint listen();
+  // Starts accepting. REQUIRES: listen() succeeded.
+  void start();
+  net::awaitable<void> shutdown(std::chrono::milliseconds grace);
+  std::size_t connections() const noexcept;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> m_impl;
+};
+
+}  // namespace hubcache::http

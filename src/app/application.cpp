@@ -1,0 +1,105 @@
+#include <hubcache/app/application.hpp>
+
+#include <hubcache/http/server.hpp>
+#include <hubcache/hub/service.hpp>
+#include <hubcache/storage/disk_blob_store.hpp>
+#include <hubcache/storage/metadata_index.hpp>
+#include <hubcache/upstream/http_client.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <iostream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace hubcache::app {
+namespace {
+
+namespace net = boost::asio;
+
+// fsync and rename latency dominates commits; a few threads let several
+// fills commit at once without letting disk work starve the I/O threads.
+constexpr int k_blocking_threads = 4;
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("hubcache");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+}
+
+}  // namespace
+
+int run(const config::Config& cfg, const std::string& version) {
+  setup_logging(cfg.log_level);
+  std::signal(SIGPIPE, SIG_IGN);  // a vanished client is an error code, not a signal
+
+  const unsigned threads = cfg.threads != 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
+  net::io_context ioc(static_cast<int>(threads));
+  net::thread_pool blocking(k_blocking_threads);
+
+  auto upstream_url = upstream::Url::parse(cfg.upstream);
+  if (!upstream_url) throw std::runtime_error("upstream: cannot parse " + cfg.upstream);
+
+  auto store = storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking);
+  auto index = storage::make_disk_metadata_index(cfg.cache_dir / "index");
+
+  upstream::ClientOptions client_options;
+  client_options.connect_timeout = cfg.upstream_timeout;
+  client_options.io_timeout = cfg.upstream_timeout;
+  client_options.extra_ca_file = cfg.upstream_ca_file;
+  client_options.user_agent = "hubcache/" + version;
+  auto client = upstream::make_http_client(ioc.get_executor(), client_options);
+
+  hub::ServiceOptions service_options;
+  service_options.upstream = *upstream_url;
+  service_options.public_url = cfg.public_url;
+  service_options.public_ttl = cfg.public_ttl;
+  // A client waits for a stalled fill a little longer than the fill itself
+  // waits for upstream, so the fill's own error is what the client sees.
+  service_options.fill_wait_timeout = cfg.upstream_timeout * 2;
+  auto service = hub::make_hub_service(service_options, {client, store.get(), index.get(), &blocking, &ioc});
+
+  http::ServerOptions server_options;
+  server_options.host = cfg.listen_host;
+  server_options.port = cfg.listen_port;
+  server_options.io_timeout = cfg.client_timeout;
+  http::Server server(ioc, server_options,
+                      [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); });
+  const auto endpoint = server.listen();
+  server.start();
+
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {} received: draining connections (up to {} ms)", sig, cfg.shutdown_grace.count());
+    net::co_spawn(
+        ioc, [&]() -> net::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
+        [&](std::exception_ptr) { ioc.stop(); });
+  });
+
+  const auto address = endpoint.address();
+  const std::string host = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+  spdlog::info("hubcache {} serving {} from {} (cache limit {} bytes, {} threads)", version, cfg.upstream,
+               cfg.cache_dir.string(), cfg.max_cache_size, threads);
+  std::cout << "hubcache listening on http://" << host << ":" << endpoint.port() << std::endl;
+
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : pool) t.join();
+  blocking.join();
+  spdlog::info("hubcache stopped");
+  return 0;
+}
+
+}  // namespace hubcache::app

@@ -1,0 +1,320 @@
+#include <hubcache/http/server.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+#include <set>
+
+namespace hubcache::http {
+namespace {
+
+namespace beast = boost::beast;
+constexpr auto k_tuple = net::as_tuple(net::use_awaitable);
+
+std::error_code map_io_error(const boost::system::error_code& ec) {
+  if (ec == beast::error::timeout) return errc::timeout;
+  if (ec == net::error::operation_aborted) return errc::cancelled;
+  return ec;  // socket errors keep their own category
+}
+
+// One accepted connection. Shared between the session coroutine and the
+// server's connection set, so shutdown can close it through its strand.
+struct Connection {
+  explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
+  beast::tcp_stream stream;  // only touched on its strand
+  std::atomic<bool> busy{false};
+};
+
+class ExchangeImpl final : public Exchange {
+ public:
+  ExchangeImpl(Connection& conn, Request& req, std::chrono::milliseconds timeout)
+      : m_conn(conn), m_req(req), m_timeout(timeout), m_started(std::chrono::steady_clock::now()) {}
+
+  const Request& request() const noexcept override { return m_req; }
+  net::any_io_executor executor() const override { return m_conn.stream.get_executor(); }
+
+  net::awaitable<result<void>> respond(StringResponse response) override {
+    HeadResponse head{std::move(response.base())};
+    head.content_length(response.body().size());
+    auto r = co_await write_head(head);
+    if (!r || m_req.method() == bhttp::verb::head || response.body().empty()) co_return r;
+    co_return co_await write_body(std::as_bytes(std::span(response.body().data(), response.body().size())));
+  }
+
+  net::awaitable<result<void>> write_head(HeadResponse& response) override {
+    m_status = response.result_int();
+    if (!m_req.keep_alive() || m_close) response.keep_alive(false);
+    else response.keep_alive(true);
+    m_keep_alive = response.keep_alive();
+    m_conn.stream.expires_after(m_timeout);
+    bhttp::response_serializer<bhttp::empty_body> sr{response};
+    auto [ec, n] = co_await bhttp::async_write_header(m_conn.stream, sr, k_tuple);
+    m_head_sent = true;
+    if (ec) {
+      m_close = true;
+      co_return map_io_error(ec);
+    }
+    co_return result<void>{};
+  }
+
+  net::awaitable<result<void>> write_body(std::span<const std::byte> data) override {
+    m_conn.stream.expires_after(m_timeout);
+    auto [ec, n] = co_await net::async_write(m_conn.stream, net::buffer(data.data(), data.size()), k_tuple);
+    m_bytes += n;
+    if (ec) {
+      m_close = true;
+      co_return map_io_error(ec);
+    }
+    co_return result<void>{};
+  }
+
+  net::awaitable<result<void>> write_chunk(std::span<const std::byte> data) override {
+    if (data.empty()) co_return result<void>{};  // an empty chunk would end the body
+    m_conn.stream.expires_after(m_timeout);
+    auto [ec, n] =
+        co_await net::async_write(m_conn.stream, bhttp::make_chunk(net::buffer(data.data(), data.size())), k_tuple);
+    m_bytes += data.size();
+    if (ec) {
+      m_close = true;
+      co_return map_io_error(ec);
+    }
+    co_return result<void>{};
+  }
+
+  net::awaitable<result<void>> finish_chunks() override {
+    m_conn.stream.expires_after(m_timeout);
+    auto [ec, n] = co_await net::async_write(m_conn.stream, bhttp::make_chunk_last(), k_tuple);
+    if (ec) {
+      m_close = true;
+      co_return map_io_error(ec);
+    }
+    co_return result<void>{};
+  }
+
+  void close_after() noexcept override { m_close = true; }
+  bool head_sent() const noexcept override { return m_head_sent; }
+  void set_outcome(std::string_view outcome) override { m_outcome = outcome; }
+
+  bool keep_alive() const noexcept { return m_head_sent && m_keep_alive && !m_close; }
+
+  void log_access() const {
+    const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - m_started)
+                        .count() / 1000.0;
+    // The target is logged without its query string: hubcache URLs carry no
+    // secrets there today, but upstream-style signed URLs would.
+    const auto target = std::string_view(m_req.target());
+    spdlog::info("access {} {} {} {}B {:.1f}ms {}", std::string_view(m_req.method_string()),
+                 target.substr(0, target.find('?')), m_status, m_bytes, ms, m_outcome.empty() ? "-" : m_outcome);
+  }
+
+ private:
+  Connection& m_conn;
+  Request& m_req;
+  std::chrono::milliseconds m_timeout;
+  std::chrono::steady_clock::time_point m_started;
+  unsigned m_status = 0;
+  std::uint64_t m_bytes = 0;
+  bool m_head_sent = false;
+  bool m_keep_alive = false;
+  bool m_close = false;
+  std::string m_outcome;
+};
+
+StringResponse plain_error(unsigned status, std::string_view message, unsigned version) {
+  StringResponse res{static_cast<bhttp::status>(status), version};
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = std::string(R"({"error":")") + std::string(message) + "\"}";
+  res.keep_alive(false);
+  return res;
+}
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Impl> {
+  Impl(net::io_context& io, ServerOptions opts, Handler h)
+      : ioc(io), options(std::move(opts)), handler(std::move(h)), acceptor(net::make_strand(io)) {}
+
+  net::io_context& ioc;
+  ServerOptions options;
+  Handler handler;
+  tcp::acceptor acceptor;
+  std::atomic<bool> stopping{false};
+  mutable std::mutex mutex;
+  std::set<std::shared_ptr<Connection>> connections;  // guarded by mutex
+
+  net::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    while (!stopping) {
+      auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_tuple);
+      if (ec) {
+        if (stopping || ec == net::error::operation_aborted) break;
+        // EMFILE and friends: back off briefly instead of spinning.
+        spdlog::warn("accept failed: {}", ec.message());
+        net::steady_timer t(co_await net::this_coro::executor, std::chrono::milliseconds(50));
+        co_await t.async_wait(k_tuple);
+        continue;
+      }
+      socket.set_option(tcp::no_delay(true), ec);
+      auto conn = std::make_shared<Connection>(std::move(socket));
+      {
+        std::lock_guard lock(mutex);
+        connections.insert(conn);
+      }
+      auto ex = conn->stream.get_executor();
+      net::co_spawn(ex, session(conn), [self, conn](std::exception_ptr e) {
+        if (e) {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& err) {
+            spdlog::error("connection ended by an internal error: {}", err.what());
+          }
+        }
+        std::lock_guard lock(self->mutex);
+        self->connections.erase(conn);
+      });
+    }
+  }
+
+  net::awaitable<void> session(std::shared_ptr<Connection> conn) {
+    beast::flat_buffer buffer;
+    while (!stopping) {
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
+      parser.body_limit(options.body_limit);
+      conn->stream.expires_after(options.io_timeout);
+      auto [ec, n] = co_await bhttp::async_read_header(conn->stream, buffer, parser, k_tuple);
+      if (ec) {
+        co_await reject_unreadable(*conn, ec);
+        break;
+      }
+      conn->busy = true;
+      if (stopping) break;  // shutdown began while this request arrived: close without serving
+      if (parser.get()[bhttp::field::expect] == "100-continue") {
+        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+        conn->stream.expires_after(options.io_timeout);
+        auto [ec2, n2] = co_await bhttp::async_write(conn->stream, cont, k_tuple);
+        if (ec2) break;
+      }
+      if (!parser.is_done()) {
+        conn->stream.expires_after(options.io_timeout);
+        auto [ec3, n3] = co_await bhttp::async_read(conn->stream, buffer, parser, k_tuple);
+        if (ec3) {
+          co_await reject_unreadable(*conn, ec3);
+          break;
+        }
+      }
+      Request req = parser.release();
+      ExchangeImpl exchange(*conn, req, options.io_timeout);
+      co_await handler(exchange);
+      if (!exchange.head_sent()) {
+        // A handler that returns without answering is a bug; never leave the client hanging.
+        co_await exchange.respond(plain_error(500, "internal error", req.version()));
+      }
+      exchange.log_access();
+      conn->busy = false;
+      if (!exchange.keep_alive()) break;
+    }
+    boost::system::error_code ignored;
+    conn->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    conn->stream.close();
+  }
+
+  // Answers requests we could not parse with 400 (or 431/413), then closes.
+  net::awaitable<void> reject_unreadable(Connection& conn, const boost::system::error_code& ec) {
+    unsigned status = 0;
+    std::string_view msg;
+    if (ec == bhttp::error::header_limit) {
+      status = 431;
+      msg = "request header too large";
+    } else if (ec == bhttp::error::body_limit) {
+      status = 413;
+      msg = "request body too large";
+    } else if (ec.category() == make_error_code(bhttp::error::bad_method).category() && ec != bhttp::error::end_of_stream &&
+               ec != bhttp::error::partial_message) {
+      status = 400;
+      msg = "malformed HTTP request";
+    }
+    if (status == 0) co_return;  // timeout, EOF, reset: nothing to answer
+    auto res = plain_error(status, msg, 11);
+    res.prepare_payload();
+    conn.stream.expires_after(options.io_timeout);
+    co_await bhttp::async_write(conn.stream, res, k_tuple);
+  }
+
+  void close_idle() {
+    std::lock_guard lock(mutex);
+    for (const auto& conn : connections) {
+      if (!conn->busy) net::post(conn->stream.get_executor(), [conn] { conn->stream.socket().close(); });
+    }
+  }
+  void close_all() {
+    std::lock_guard lock(mutex);
+    for (const auto& conn : connections) {
+      net::post(conn->stream.get_executor(), [conn] { conn->stream.socket().close(); });
+    }
+  }
+};
+
+Server::Server(net::io_context& ioc, ServerOptions options, Handler handler)
+    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler))) {}
+
+Server::~Server() = default;
+
+tcp::endpoint Server::listen() {
+  auto& a = m_impl->acceptor;
+  const auto address = net::ip::make_address(m_impl->options.host);
+  const tcp::endpoint ep{address, m_impl->options.port};
+  a.open(ep.protocol());
+  a.set_option(net::socket_base::reuse_address(true));
+  a.bind(ep);
+  a.listen(net::socket_base::max_listen_connections);
+  return a.local_endpoint();
+}
+
+void Server::start() {
+  auto impl = m_impl;
+  net::co_spawn(impl->acceptor.get_executor(), impl->accept_loop(), net::detached);
+}
+
+net::awaitable<void> Server::shutdown(std::chrono::milliseconds grace) {
+  auto impl = m_impl;
+  impl->stopping = true;
+  net::post(impl->acceptor.get_executor(), [impl] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  impl->close_idle();
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  net::steady_timer timer(co_await net::this_coro::executor);
+  while (connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+    // Connections that were between requests when we looked may now be idle.
+    impl->close_idle();
+    timer.expires_after(std::chrono::milliseconds(25));
+    co_await timer.async_wait(k_tuple);
+  }
+  if (connections() > 0) {
+    spdlog::warn("shutdown grace expired with {} connection(s) still busy; closing them", connections());
+    impl->close_all();
+  }
+}
+
+std::size_t Server::connections() const noexcept {
+  std::lock_guard lock(m_impl->mutex);
+  return m_impl->connections.size();
+}
+
+}  // namespace hubcache::http

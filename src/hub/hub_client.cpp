@@ -1,0 +1,154 @@
+#include "hub_client.hpp"
+
+#include "headers.hpp"
+
+#include <hubcache/core/digest.hpp>
+
+#include <charconv>
+
+namespace hubcache::hub {
+namespace {
+
+namespace bhttp = boost::beast::http;
+
+// Renames chain at most once or twice in practice; five bounds a loop.
+constexpr int k_max_redirects = 5;
+// Error bodies from the Hub are short JSON or text; anything bigger is cut.
+constexpr std::size_t k_max_error_body = 64 * 1024;
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  std::uint64_t v = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+bool is_redirect(unsigned status) { return status == 301 || status == 302 || status == 303 || status == 307 || status == 308; }
+
+bool is_relative(std::string_view location) {
+  return !location.empty() && location.front() == '/' && !location.starts_with("//");
+}
+
+upstream::Request make_request(bhttp::verb method, upstream::Url url, const std::string& authorization) {
+  upstream::Request req;
+  req.method = method;
+  req.url = std::move(url);
+  if (!authorization.empty()) req.headers.set(bhttp::field::authorization, authorization);
+  // Content is never compressed: sizes and hashes are of the raw bytes.
+  req.headers.set(bhttp::field::accept_encoding, "identity");
+  req.headers.set(bhttp::field::accept, "*/*");
+  return req;
+}
+
+net::awaitable<UpstreamAnswer> capture_answer(upstream::Response& resp) {
+  UpstreamAnswer a;
+  a.status = resp.status();
+  for (const auto& f : resp.headers()) {
+    const auto name = std::string_view(f.name_string());
+    if (is_hop_by_hop(name) || is_xet_header(name)) continue;
+    if (f.name() == bhttp::field::content_length || f.name() == bhttp::field::link) continue;
+    a.headers.insert(f.name_string(), f.value());
+  }
+  auto body = co_await resp.read_all(k_max_error_body);
+  if (body) a.body = std::move(*body);
+  co_return a;
+}
+
+}  // namespace
+
+HubClient::HubClient(std::shared_ptr<upstream::HttpClient> http, upstream::Url base)
+    : m_http(std::move(http)), m_base(std::move(base)) {
+  while (!m_base.target.empty() && m_base.target.back() == '/') m_base.target.pop_back();
+}
+
+upstream::Url HubClient::url_for(std::string_view target) const {
+  upstream::Url u = m_base;
+  u.target += target;
+  return u;
+}
+
+net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& route, const std::string& authorization) {
+  upstream::Url url = url_for(route.upstream_target());
+  for (int hop = 0; hop <= k_max_redirects; ++hop) {
+    auto sent = co_await m_http->send(make_request(bhttp::verb::head, url, authorization));
+    if (!sent) co_return sent.error();
+    auto& resp = **sent;
+    const auto& h = resp.headers();
+    const unsigned status = resp.status();
+    const auto location = std::string_view(h[bhttp::field::location]);
+    const auto linked_etag = std::string_view(h["X-Linked-Etag"]);
+
+    if (is_redirect(status) && !location.empty() && linked_etag.empty()) {
+      // Relative: a rename or /api/resolve-cache; follow it with the same
+      // credentials, as the Python client does for HEAD.
+      auto next = url.resolve(location);
+      if (!next) co_return errc::upstream_protocol;
+      if (!is_relative(location) && !next->same_origin(m_base)) co_return errc::upstream_protocol;
+      url = std::move(*next);
+      continue;
+    }
+    if (status >= 400 || (status >= 300 && !is_redirect(status)) || status < 200) {
+      co_return ProbeResult{co_await capture_answer(resp)};
+    }
+
+    FileMeta meta;
+    meta.commit = std::string(h["X-Repo-Commit"]);
+    if (!core::is_commit_id(meta.commit)) co_return errc::upstream_protocol;
+    if (!linked_etag.empty()) {
+      meta.lfs = true;
+      meta.etag = unquote_etag(linked_etag);
+      auto size = parse_u64(h["X-Linked-Size"]);
+      if (!core::Sha256::from_hex(meta.etag) || !size) co_return errc::upstream_protocol;
+      meta.size = *size;
+      meta.content_type = "application/octet-stream";
+      if (is_redirect(status)) {
+        // The Hub's LFS/xet 302 to a signed CDN URL: fetched by us, never shown.
+        auto cdn = url.resolve(location);
+        if (!cdn || location.empty()) co_return errc::upstream_protocol;
+        meta.content_url = std::move(*cdn);
+        meta.content_on_hub = meta.content_url.same_origin(m_base);
+      } else {
+        // A Hub-compatible upstream (another hubcache) serving LFS bytes itself.
+        meta.content_url = url;
+      }
+    } else {
+      if (status != 200) co_return errc::upstream_protocol;
+      meta.etag = unquote_etag(h[bhttp::field::etag]);
+      auto size = parse_u64(h[bhttp::field::content_length]);
+      if (!core::GitSha1::from_hex(meta.etag) || !size) co_return errc::upstream_protocol;
+      meta.size = *size;
+      meta.content_type = std::string(h[bhttp::field::content_type]);
+      // Pin the bytes to the commit so a concurrent push cannot change them
+      // under us (the git sha1 check would reject them, but why fetch twice).
+      meta.content_url = core::is_commit_id(route.revision) ? url : url_for(route.upstream_target(meta.commit));
+    }
+    if (meta.content_type.empty()) meta.content_type = "application/octet-stream";
+    co_return ProbeResult{std::move(meta)};
+  }
+  co_return errc::upstream_protocol;  // redirect loop
+}
+
+net::awaitable<result<upstream::ResponsePtr>> HubClient::open_content(const FileMeta& meta,
+                                                                     const std::string& authorization) {
+  upstream::Url url = meta.content_url;
+  // The caller's token goes to the Hub only; a CDN URL is self-authorizing.
+  const std::string& auth = meta.content_on_hub ? authorization : std::string();
+  for (int hop = 0; hop <= k_max_redirects; ++hop) {
+    auto sent = co_await m_http->send(make_request(bhttp::verb::get, url, auth));
+    if (!sent) co_return sent.error();
+    auto& resp = **sent;
+    const auto location = std::string_view(resp.headers()[bhttp::field::location]);
+    if (is_redirect(resp.status()) && is_relative(location) && meta.content_on_hub) {
+      auto next = url.resolve(location);
+      if (!next) co_return errc::upstream_protocol;
+      url = std::move(*next);
+      continue;
+    }
+    if (resp.status() != 200) co_return errc::upstream_protocol;
+    if (auto len = resp.content_length(); len && *len != meta.size) co_return errc::integrity_mismatch;
+    co_return std::move(*sent);
+  }
+  co_return errc::upstream_protocol;
+}
+
+}  // namespace hubcache::hub

@@ -1,0 +1,70 @@
+// HubClient: the Hub's redirect and header rules on top of the HTTP client.
+//
+// probe() asks upstream what a file is (HEAD, as huggingface_hub does),
+// following the Hub's relative redirects (renamed repos, /api/resolve-cache)
+// itself, and stopping at the absolute 302 of an LFS/xet file to read
+// X-Linked-*. open_content() starts the GET of the bytes: from the CDN for LFS
+// files (never with the caller's Authorization), from the Hub pinned to the
+// commit for git files.
+//
+// Thread safety: safe from any coroutine; holds no per-request state.
+#pragma once
+
+#include <hubcache/core/route.hpp>
+#include <hubcache/upstream/http_client.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace hubcache::hub {
+
+namespace net = boost::asio;
+
+// What upstream says a file is (huggingface_hub's HfFileMetadata).
+struct FileMeta {
+  std::string commit;        // X-Repo-Commit
+  std::string etag;          // unquoted; sha256 for LFS (X-Linked-Etag), git sha1 otherwise
+  bool lfs = false;
+  std::uint64_t size = 0;
+  std::string content_type;  // for the client's answer
+  upstream::Url content_url; // where the bytes are
+  bool content_on_hub = true; // false: CDN URL, fetched without Authorization
+};
+
+// A non-success upstream answer, relayed to the client as it was (with
+// hop-by-hop and xet headers removed).
+struct UpstreamAnswer {
+  unsigned status = 0;
+  upstream::http::fields headers;
+  std::string body;
+};
+
+using ProbeResult = std::variant<FileMeta, UpstreamAnswer>;
+
+class HubClient {
+ public:
+  HubClient(std::shared_ptr<upstream::HttpClient> http, upstream::Url base);
+
+  // `authorization` is the caller's header value ("" for anonymous).
+  net::awaitable<result<ProbeResult>> probe(const core::FileRoute& route, const std::string& authorization);
+
+  // GET of the full content. A git file's GET follows relative redirects with
+  // the caller's Authorization; a CDN GET sends none. Errors:
+  // errc::upstream_protocol when the answer is not a 200 of the right size.
+  net::awaitable<result<upstream::ResponsePtr>> open_content(const FileMeta& meta, const std::string& authorization);
+
+  // The upstream URL for a request target of ours (path prefix of the
+  // configured upstream kept).
+  upstream::Url url_for(std::string_view target) const;
+  const upstream::Url& base() const noexcept { return m_base; }
+  upstream::HttpClient& http() noexcept { return *m_http; }
+
+ private:
+  std::shared_ptr<upstream::HttpClient> m_http;
+  upstream::Url m_base;  // scheme, host, port; target = path prefix ("" or "/prefix")
+};
+
+}  // namespace hubcache::hub

@@ -1,0 +1,531 @@
+#include <hubcache/hub/service.hpp>
+
+#include "errors.hpp"
+#include "headers.hpp"
+#include "hub_client.hpp"
+#include "public_repos.hpp"
+
+#include <hubcache/core/byte_range.hpp>
+#include <hubcache/core/digest.hpp>
+#include <hubcache/core/route.hpp>
+#include <hubcache/flight/registry.hpp>
+#include <hubcache/flight/watermark.hpp>
+#include <hubcache/util/blocking.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/strand.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+namespace hubcache::hub {
+namespace {
+
+namespace bhttp = boost::beast::http;
+using Clock = std::chrono::steady_clock;
+
+// Each streaming client and each fill holds one buffer of this size, so
+// memory is bounded by connection and fill counts, never by file size.
+// 256 KiB amortises syscalls well on loopback and 10 GbE alike.
+constexpr std::size_t k_copy_buffer = 256 * 1024;
+
+// One upstream transfer of one blob, shared by every client that wants it.
+// The fill coroutine owns the BlobWriter; clients read the staging file up to
+// the watermark. The last byte is held back until the blob is verified and
+// committed, so no client ever receives a complete-looking wrong file: on a
+// failed verification every client's body ends short and the client errors.
+struct Fill {
+  explicit Fill(std::uint64_t n) : size(n) {}
+  const std::uint64_t size;
+  flight::Watermark wm;
+  std::mutex mutex;
+  storage::BlobWriter* writer = nullptr;   // guarded by mutex; set while the staging file may be opened
+  std::optional<core::Sha256> committed;   // guarded by mutex
+};
+
+std::string repo_key(const core::FileRoute& r) { return std::string(core::to_string(r.type)) + ":" + r.repo; }
+
+storage::FileKey file_key(const core::FileRoute& r, const std::string& commit) {
+  return {std::string(core::to_string(r.type)), r.repo, commit, r.path,
+          r.kind == core::FileKind::raw ? "raw" : "resolve"};
+}
+
+bool is_get_or_head(bhttp::verb v) { return v == bhttp::verb::get || v == bhttp::verb::head; }
+
+std::span<const std::byte> as_span(const std::vector<std::byte>& buf, std::size_t n) { return {buf.data(), n}; }
+
+class Service final : public HubService {
+ public:
+  Service(ServiceOptions options, ServiceDeps deps)
+      : m_options(std::move(options)),
+        m_deps(std::move(deps)),
+        m_hub(m_deps.http, m_options.upstream),
+        m_public(m_options.public_ttl) {}
+
+  net::awaitable<void> handle(http::Exchange& ex) override {
+    const auto& req = ex.request();
+    const auto target = std::string_view(req.target());
+    if (req.method() == bhttp::verb::options) {
+      co_await preflight(ex);
+      co_return;
+    }
+    if (target == "/healthz") {
+      http::StringResponse res{bhttp::status::ok, req.version()};
+      res.set(bhttp::field::content_type, "application/json");
+      res.body() = R"({"status":"ok"})";
+      co_await ex.respond(std::move(res));
+      co_return;
+    }
+    auto route = core::parse_file_route(target);
+    if (!route) {
+      co_await ex.respond(error_response(400, "Malformed file path or revision", req.version()));
+      co_return;
+    }
+    if (*route) {
+      co_await handle_file(ex, **route);
+    } else {
+      co_await relay(ex);
+    }
+  }
+
+ private:
+  // ---- file routes -------------------------------------------------------
+
+  net::awaitable<void> handle_file(http::Exchange& ex, const core::FileRoute& route) {
+    const auto& req = ex.request();
+    if (!is_get_or_head(req.method())) {
+      auto res = error_response(errc::method_not_allowed, req.version());
+      res.set(bhttp::field::allow, "GET, HEAD, OPTIONS");
+      co_await ex.respond(std::move(res));
+      co_return;
+    }
+    const std::string auth(req[bhttp::field::authorization]);
+    const std::string rkey = repo_key(route);
+
+    // An immutable commit of a repo known to be public: answer from the index
+    // without asking upstream.
+    if (core::is_commit_id(route.revision) && m_public.is_public(rkey)) {
+      auto rec = m_deps.index->get(file_key(route, route.revision));
+      if (rec && *rec) {
+        const auto& r = **rec;
+        auto reader = co_await m_deps.store->open(r.sha256);
+        if (reader && *reader) {
+          FileMeta meta{route.revision, r.etag, r.lfs, r.size, r.content_type, {}, true};
+          ex.set_outcome("hit");
+          co_await serve_blob(ex, route, meta, std::move(**reader));
+          co_return;
+        }
+      }
+    }
+
+    // Everything else is authorized upstream with the caller's own credentials.
+    auto probed = co_await m_hub.probe(route, auth);
+    if (!probed) {
+      ex.set_outcome("upstream-error");
+      spdlog::warn("upstream check failed for {} {}: {}", rkey, route.path, probed.error().message());
+      co_await ex.respond(error_response(probed.error(), req.version()));
+      co_return;
+    }
+    if (auto* answer = std::get_if<UpstreamAnswer>(&*probed)) {
+      if (auth.empty() && (answer->status == 401 || answer->status == 403 || answer->status == 404)) {
+        m_public.forget(rkey);
+      }
+      ex.set_outcome("upstream");
+      co_await relay_answer(ex, std::move(*answer));
+      co_return;
+    }
+    const auto& meta = std::get<FileMeta>(*probed);
+    if (auth.empty()) m_public.mark(rkey);
+    const auto key = file_key(route, meta.commit);
+
+    std::optional<core::Sha256> sha;
+    if (meta.lfs) {
+      sha = core::Sha256::from_hex(meta.etag);
+    } else if (auto known = m_deps.index->blob_for_etag(meta.etag); known) {
+      sha = *known;
+    }
+    if (sha) {
+      auto reader = co_await m_deps.store->open(*sha);
+      if (reader && *reader) {
+        co_await remember(key, meta, *sha);
+        ex.set_outcome("hit");
+        co_await serve_blob(ex, route, meta, std::move(**reader));
+        co_return;
+      }
+    }
+
+    if (req.method() == bhttp::verb::head) {
+      // Metadata only: a HEAD never starts a download (fileExists and
+      // metadata probes must stay cheap).
+      ex.set_outcome("miss");
+      http::HeadResponse res{bhttp::status::ok, req.version()};
+      set_file_headers(res, route, meta);
+      res.content_length(meta.size);
+      co_await ex.write_head(res);
+      co_return;
+    }
+
+    const auto decision = core::decide_range(req[bhttp::field::range], meta.size);
+    if (decision.outcome == core::RangeOutcome::unsatisfiable) {
+      co_await respond_416(ex, route, meta);
+      co_return;
+    }
+    auto [fill, leader] = m_fills.join(meta.etag, [&] { return new Fill(meta.size); });
+    if (leader) start_fill(fill, meta, auth, key);
+    ex.set_outcome(leader ? "fill" : "join");
+    co_await stream_fill(ex, route, meta, *fill, decision);
+  }
+
+  void set_file_headers(http::HeadResponse& res, const core::FileRoute& route, const FileMeta& meta) const {
+    res.set("X-Repo-Commit", meta.commit);
+    res.set(bhttp::field::etag, "\"" + meta.etag + "\"");
+    if (meta.lfs) {
+      res.set("X-Linked-Etag", "\"" + meta.etag + "\"");
+      res.set("X-Linked-Size", std::to_string(meta.size));
+    }
+    res.set(bhttp::field::accept_ranges, "bytes");
+    res.set(bhttp::field::content_type, meta.content_type);
+    res.set(bhttp::field::content_disposition, content_disposition(route.path));
+    res.set(bhttp::field::vary, "Origin, Accept");
+    add_cors_headers(res.base());
+  }
+
+  // Writes the head for a 200/206 answer of `decision` and returns the byte
+  // span to send.
+  net::awaitable<result<core::ByteRange>> write_file_head(http::Exchange& ex, const core::FileRoute& route,
+                                                          const FileMeta& meta, const core::RangeDecision& d) {
+    const auto& req = ex.request();
+    http::HeadResponse res{d.outcome == core::RangeOutcome::partial ? bhttp::status::partial_content
+                                                                    : bhttp::status::ok,
+                           req.version()};
+    set_file_headers(res, route, meta);
+    core::ByteRange span{0, meta.size == 0 ? 0 : meta.size - 1};
+    if (d.outcome == core::RangeOutcome::partial) {
+      span = d.range;
+      res.set(bhttp::field::content_range, "bytes " + std::to_string(span.first) + "-" + std::to_string(span.last) +
+                                               "/" + std::to_string(meta.size));
+      res.content_length(span.length());
+    } else {
+      res.content_length(meta.size);
+    }
+    auto w = co_await ex.write_head(res);
+    if (!w) co_return w.error();
+    co_return span;
+  }
+
+  net::awaitable<void> respond_416(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta) {
+    http::HeadResponse res{bhttp::status::range_not_satisfiable, ex.request().version()};
+    set_file_headers(res, route, meta);
+    res.set(bhttp::field::content_range, "bytes */" + std::to_string(meta.size));
+    res.content_length(0);
+    co_await ex.write_head(res);
+  }
+
+  net::awaitable<void> serve_blob(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
+                                  storage::BlobReaderPtr reader) {
+    const auto& req = ex.request();
+    const auto decision = core::decide_range(req[bhttp::field::range], meta.size);
+    if (decision.outcome == core::RangeOutcome::unsatisfiable) {
+      co_await respond_416(ex, route, meta);
+      co_return;
+    }
+    auto span = co_await write_file_head(ex, route, meta, decision);
+    if (!span || req.method() == bhttp::verb::head || meta.size == 0) co_return;
+    std::vector<std::byte> buf(std::min<std::uint64_t>(k_copy_buffer, span->length()));
+    for (std::uint64_t pos = span->first; pos <= span->last;) {
+      const auto want = std::min<std::uint64_t>(buf.size(), span->last + 1 - pos);
+      auto n = co_await reader->read_at(pos, {buf.data(), static_cast<std::size_t>(want)});
+      if (!n || *n == 0) {
+        spdlog::error("cache read failed for {}: {}", route.path, n ? "short blob" : n.error().message());
+        ex.close_after();
+        co_return;
+      }
+      if (!co_await ex.write_body(as_span(buf, *n))) co_return;  // client went away
+      pos += *n;
+    }
+  }
+
+  // ---- fills -------------------------------------------------------------
+
+  void start_fill(std::shared_ptr<Fill> fill, FileMeta meta, std::string auth, storage::FileKey key) {
+    // The fill runs on its own strand of the server's io_context, not on the
+    // client's connection: a client that disconnects does not stop it.
+    auto strand = net::make_strand(*m_deps.io);
+    net::co_spawn(strand, run_fill(fill, std::move(meta), std::move(auth), std::move(key)),
+                  [this, fill, etag = meta.etag](std::exception_ptr e) {
+                    if (!e) return;
+                    try {
+                      std::rethrow_exception(e);
+                    } catch (const std::exception& err) {
+                      spdlog::error("fill of {} ended by an internal error: {}", etag, err.what());
+                    }
+                    fail_fill(*fill, etag, fill, make_error_code(errc::storage_io));
+                  });
+  }
+
+  void fail_fill(Fill& fill, const std::string& etag, const std::shared_ptr<Fill>& handle, std::error_code ec) {
+    {
+      std::lock_guard lock(fill.mutex);
+      fill.writer = nullptr;
+    }
+    fill.wm.finish(ec);
+    m_fills.remove(etag, handle);
+  }
+
+  net::awaitable<void> run_fill(std::shared_ptr<Fill> fill, FileMeta meta, std::string auth, storage::FileKey key) {
+    const auto started = Clock::now();
+    storage::ExpectedContent expected;
+    expected.size = meta.size;
+    if (meta.lfs) expected.sha256 = core::Sha256::from_hex(meta.etag);
+    else expected.git_sha1 = core::GitSha1::from_hex(meta.etag);
+
+    storage::BlobWriterPtr writer;
+    auto fail = [&](std::error_code ec, std::string_view stage) {
+      spdlog::warn("fill of {} ({} {}) failed at {}: {}", meta.etag, key.repo, key.path, stage, ec.message());
+      {
+        std::lock_guard lock(fill->mutex);
+        fill->writer = nullptr;
+      }
+      writer.reset();  // discards the staging file and the reservation
+      fill->wm.finish(ec);
+      m_fills.remove(meta.etag, fill);
+    };
+
+    auto created = co_await m_deps.store->create(expected);
+    if (!created) co_return fail(created.error(), "reserve");
+    writer = std::move(*created);
+    {
+      std::lock_guard lock(fill->mutex);
+      fill->writer = writer.get();
+    }
+    auto resp = co_await m_hub.open_content(meta, auth);
+    if (!resp) co_return fail(resp.error(), "connect");
+
+    const std::uint64_t hold_back = meta.size > 0 ? meta.size - 1 : 0;
+    std::vector<std::byte> buf(k_copy_buffer);
+    while (true) {
+      auto n = co_await (*resp)->read_some(buf);
+      if (!n) co_return fail(n.error(), "download");
+      if (*n == 0) break;
+      auto appended = co_await writer->append(as_span(buf, *n));
+      if (!appended) co_return fail(appended.error(), "write");
+      fill->wm.advance(std::min(writer->written(), hold_back));
+    }
+    if (writer->written() != meta.size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
+    {
+      std::lock_guard lock(fill->mutex);
+      fill->writer = nullptr;  // the staging file is about to be renamed
+    }
+    auto sha = co_await writer->commit();
+    if (!sha) co_return fail(sha.error(), "verify/commit");
+    writer.reset();
+    co_await remember(key, meta, *sha);
+    {
+      std::lock_guard lock(fill->mutex);
+      fill->committed = *sha;
+    }
+    fill->wm.advance(meta.size);
+    fill->wm.finish({});
+    m_fills.remove(meta.etag, fill);
+    const auto secs = std::chrono::duration<double>(Clock::now() - started).count();
+    spdlog::info("filled {} {} ({} bytes, {:.2f}s, {:.1f} MB/s) -> {}", key.repo, key.path, meta.size, secs,
+                 secs > 0 ? static_cast<double>(meta.size) / secs / 1e6 : 0.0, sha->hex());
+  }
+
+  // Opens something to read a fill's bytes from: the staging file while the
+  // fill runs, the committed blob afterwards.
+  net::awaitable<result<storage::BlobReaderPtr>> open_fill_reader(Fill& fill) {
+    while (true) {
+      std::optional<core::Sha256> committed;
+      {
+        std::lock_guard lock(fill.mutex);
+        if (fill.writer != nullptr) co_return fill.writer->open_reader();
+        committed = fill.committed;
+      }
+      if (committed) {
+        auto r = co_await m_deps.store->open(*committed);
+        if (!r) co_return r.error();
+        if (!*r) co_return errc::storage_io;  // evicted in between: the client retries
+        co_return std::move(**r);
+      }
+      // Between the last byte and the commit: wait for the outcome.
+      auto st = co_await fill.wm.wait_beyond(fill.size, m_options.fill_wait_timeout);
+      if (!st) co_return st.error();
+    }
+  }
+
+  net::awaitable<void> stream_fill(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta, Fill& fill,
+                                   const core::RangeDecision& decision) {
+    // Headers go out at once, so the client's first byte does not wait for
+    // the body (Python's read timeout is 10 s).
+    auto span = co_await write_file_head(ex, route, meta, decision);
+    if (!span || meta.size == 0) {
+      if (span) co_await fill.wm.wait_beyond(0, m_options.fill_wait_timeout);  // an empty file: just the outcome
+      co_return;
+    }
+    storage::BlobReaderPtr reader;
+    std::vector<std::byte> buf(std::min<std::uint64_t>(k_copy_buffer, span->length()));
+    std::uint64_t pos = span->first;
+    const std::uint64_t end = span->last + 1;
+    while (pos < end) {
+      auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout);
+      if (!st || st->available <= pos) {
+        // The fill failed: end the body short so the client sees an error.
+        spdlog::warn("client of {} stopped at byte {}: {}", route.path, pos,
+                     st ? "fill ended early" : st.error().message());
+        ex.close_after();
+        co_return;
+      }
+      if (!reader) {
+        auto opened = co_await open_fill_reader(fill);
+        if (!opened) {
+          ex.close_after();
+          co_return;
+        }
+        reader = std::move(*opened);
+      }
+      const std::uint64_t avail = std::min(st->available, end);
+      while (pos < avail) {
+        const auto want = std::min<std::uint64_t>(buf.size(), avail - pos);
+        auto n = co_await reader->read_at(pos, {buf.data(), static_cast<std::size_t>(want)});
+        if (!n || *n == 0) {
+          ex.close_after();
+          co_return;
+        }
+        if (!co_await ex.write_body(as_span(buf, *n))) co_return;  // the fill goes on without us
+        pos += *n;
+      }
+    }
+  }
+
+  // Records (coordinates -> blob) durably, off the I/O thread. A failure only
+  // costs a future upstream check, so it is logged, not returned.
+  net::awaitable<void> remember(const storage::FileKey& key, const FileMeta& meta, const core::Sha256& sha) {
+    auto existing = m_deps.index->get(key);
+    if (existing && *existing && (*existing)->sha256 == sha) co_return;
+    storage::FileRecord rec{meta.etag, meta.lfs, meta.size, sha, meta.content_type};
+    auto* index = m_deps.index;
+    auto put = co_await util::run_blocking(*m_deps.blocking, [index, key, rec] { return index->put(key, rec); });
+    if (!put) spdlog::warn("could not record {} {} in the index: {}", key.repo, key.path, put.error().message());
+  }
+
+  // ---- relaying ----------------------------------------------------------
+
+  std::string public_origin(const http::Request& req) const {
+    if (!m_options.public_url.empty()) return m_options.public_url;
+    return "http://" + std::string(req[bhttp::field::host]);
+  }
+
+  // Points absolute upstream URLs (pagination Links, Locations) at hubcache.
+  std::string rewrite_urls(std::string_view value, const http::Request& req) const {
+    const std::string from = m_hub.base().origin() + m_hub.base().target;
+    std::string out(value);
+    if (from.empty()) return out;
+    const std::string to = public_origin(req);
+    for (auto pos = out.find(from); pos != std::string::npos; pos = out.find(from, pos + to.size())) {
+      out.replace(pos, from.size(), to);
+    }
+    return out;
+  }
+
+  net::awaitable<void> relay_answer(http::Exchange& ex, UpstreamAnswer answer) {
+    http::StringResponse res{static_cast<bhttp::status>(answer.status), ex.request().version()};
+    for (const auto& f : answer.headers) res.insert(f.name_string(), f.value());
+    add_cors_headers(res.base());
+    res.body() = std::move(answer.body);
+    co_await ex.respond(std::move(res));
+  }
+
+  net::awaitable<void> preflight(http::Exchange& ex) {
+    const auto& req = ex.request();
+    http::StringResponse res{bhttp::status::no_content, req.version()};
+    add_cors_headers(res.base());
+    res.set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
+    const auto asked = req["Access-Control-Request-Headers"];
+    res.set("Access-Control-Allow-Headers", asked.empty() ? "Authorization, Range, Content-Type, Accept" : asked);
+    res.set("Access-Control-Max-Age", "86400");
+    co_await ex.respond(std::move(res));
+  }
+
+  // Everything that is not a file route goes upstream as it came, with the
+  // caller's credentials, and streams back unbuffered.
+  net::awaitable<void> relay(http::Exchange& ex) {
+    const auto& req = ex.request();
+    ex.set_outcome("relay");
+    upstream::Request up;
+    up.method = req.method();
+    up.url = m_hub.url_for(req.target());
+    for (const auto& f : req) {
+      const auto name = std::string_view(f.name_string());
+      if (is_hop_by_hop(name) || f.name() == bhttp::field::host || f.name() == bhttp::field::content_length) continue;
+      if (f.name() == bhttp::field::accept) {
+        const auto accept = strip_xet_accept(f.value());
+        if (!accept.empty()) up.headers.set(bhttp::field::accept, accept);
+        continue;
+      }
+      up.headers.insert(f.name_string(), f.value());
+    }
+    up.body = req.body();
+    auto sent = co_await m_deps.http->send(std::move(up));
+    if (!sent) {
+      co_await ex.respond(error_response(sent.error(), req.version()));
+      co_return;
+    }
+    auto& resp = **sent;
+    http::HeadResponse res{static_cast<bhttp::status>(resp.status()), req.version()};
+    for (const auto& f : resp.headers()) {
+      const auto name = std::string_view(f.name_string());
+      if (is_hop_by_hop(name) || is_xet_header(name) || f.name() == bhttp::field::content_length) continue;
+      if (f.name() == bhttp::field::link) {
+        const auto link = strip_xet_links(f.value());
+        if (!link.empty()) res.insert(bhttp::field::link, rewrite_urls(link, req));
+        continue;
+      }
+      if (f.name() == bhttp::field::location) {
+        res.insert(bhttp::field::location, rewrite_urls(f.value(), req));
+        continue;
+      }
+      res.insert(f.name_string(), f.value());
+    }
+    add_cors_headers(res.base());
+    const auto status = resp.status();
+    const bool bodyless = req.method() == bhttp::verb::head || status == 204 || status == 304 || status < 200;
+    const auto length = resp.content_length();
+    if (bodyless) {
+      if (length) res.content_length(*length);
+      co_await ex.write_head(res);
+      co_return;
+    }
+    if (length) res.content_length(*length);
+    else res.chunked(true);
+    if (!co_await ex.write_head(res)) co_return;
+    std::vector<std::byte> buf(k_copy_buffer);
+    while (true) {
+      auto n = co_await resp.read_some(buf);
+      if (!n) {
+        ex.close_after();  // upstream broke mid-body: the client sees a short body
+        co_return;
+      }
+      if (*n == 0) break;
+      auto w = length ? co_await ex.write_body(as_span(buf, *n)) : co_await ex.write_chunk(as_span(buf, *n));
+      if (!w) co_return;
+    }
+    if (!length) co_await ex.finish_chunks();
+  }
+
+  ServiceOptions m_options;
+  ServiceDeps m_deps;
+  HubClient m_hub;
+  PublicRepos m_public;
+  flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by upstream etag (content-addressed)
+};
+
+}  // namespace
+
+std::unique_ptr<HubService> make_hub_service(ServiceOptions options, ServiceDeps deps) {
+  return std::make_unique<Service>(std::move(options), std::move(deps));
+}
+
+}  // namespace hubcache::hub
