@@ -253,8 +253,9 @@ class Service final : public HubService {
     // The fill runs on its own strand of the server's io_context, not on the
     // client's connection: a client that disconnects does not stop it.
     auto strand = net::make_strand(*m_deps.io);
+    std::string etag = meta.etag;  // before `meta` is moved into the coroutine
     net::co_spawn(strand, run_fill(fill, std::move(meta), std::move(auth), std::move(key)),
-                  [this, fill, etag = meta.etag](std::exception_ptr e) {
+                  [this, fill, etag = std::move(etag)](std::exception_ptr e) {
                     if (!e) return;
                     try {
                       std::rethrow_exception(e);
@@ -407,7 +408,10 @@ class Service final : public HubService {
     if (existing && *existing && (*existing)->sha256 == sha) co_return;
     storage::FileRecord rec{meta.etag, meta.lfs, meta.size, sha, meta.content_type};
     auto* index = m_deps.index;
-    auto put = co_await util::run_blocking(*m_deps.blocking, [index, key, rec] { return index->put(key, rec); });
+    // Named, not a temporary: GCC 12 destroys a capturing lambda temporary
+    // inside a co_await expression twice.
+    auto job = [index, key, rec] { return index->put(key, rec); };
+    auto put = co_await util::run_blocking(*m_deps.blocking, std::move(job));
     if (!put) spdlog::warn("could not record {} {} in the index: {}", key.repo, key.path, put.error().message());
   }
 
