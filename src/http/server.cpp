@@ -41,8 +41,12 @@ struct Connection {
 
 class ExchangeImpl final : public Exchange {
  public:
-  ExchangeImpl(Connection& conn, Request& req, std::chrono::milliseconds timeout)
-      : m_conn(conn), m_req(req), m_timeout(timeout), m_started(std::chrono::steady_clock::now()) {}
+  ExchangeImpl(Connection& conn, Request& req, std::chrono::milliseconds timeout, const std::atomic<bool>& stopping)
+      : m_conn(conn),
+        m_req(req),
+        m_timeout(timeout),
+        m_stopping(stopping),
+        m_started(std::chrono::steady_clock::now()) {}
 
   const Request& request() const noexcept override { return m_req; }
   net::any_io_executor executor() const override { return m_conn.stream.get_executor(); }
@@ -57,8 +61,8 @@ class ExchangeImpl final : public Exchange {
 
   net::awaitable<result<void>> write_head(HeadResponse& response) override {
     m_status = response.result_int();
-    if (!m_req.keep_alive() || m_close) response.keep_alive(false);
-    else response.keep_alive(true);
+    // A stopping server tells the client so instead of dropping it later.
+    response.keep_alive(m_req.keep_alive() && !m_close && !m_stopping);
     m_keep_alive = response.keep_alive();
     m_conn.stream.expires_after(m_timeout);
     bhttp::response_serializer<bhttp::empty_body> sr{response};
@@ -125,6 +129,7 @@ class ExchangeImpl final : public Exchange {
   Connection& m_conn;
   Request& m_req;
   std::chrono::milliseconds m_timeout;
+  const std::atomic<bool>& m_stopping;
   std::chrono::steady_clock::time_point m_started;
   unsigned m_status = 0;
   std::uint64_t m_bytes = 0;
@@ -218,7 +223,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         }
       }
       Request req = parser.release();
-      ExchangeImpl exchange(*conn, req, options.io_timeout);
+      ExchangeImpl exchange(*conn, req, options.io_timeout, stopping);
       co_await handler(exchange);
       if (!exchange.head_sent()) {
         // A handler that returns without answering is a bug; never leave the client hanging.

@@ -1,0 +1,197 @@
+#include <hubcache/http/server.hpp>
+
+#include <test_support.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+namespace hubcache::http {
+namespace {
+
+using namespace std::chrono_literals;
+namespace beast = boost::beast;
+
+// A server on 127.0.0.1:0 running on its own thread, with a handler that
+// echoes the target, streams a long body for /stream, and waits for /slow.
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions opts;
+    opts.host = "127.0.0.1";
+    opts.port = 0;
+    opts.io_timeout = 2s;
+    opts.header_limit = 4096;
+    m_server = std::make_unique<Server>(m_ioc, opts, [this](Exchange& ex) { return handle(ex); });
+    m_endpoint = m_server->listen();
+    m_server->start();
+    m_thread = std::thread([this] { m_ioc.run(); });
+  }
+  void TearDown() override {
+    m_ioc.stop();
+    m_thread.join();
+  }
+
+  net::awaitable<void> handle(Exchange& ex) {
+    const auto target = std::string(ex.request().target());
+    if (target == "/stream") {
+      HeadResponse res{bhttp::status::ok, 11};
+      res.content_length(3 * 1000);
+      co_await ex.write_head(res);
+      std::string chunk(1000, 'x');
+      for (int i = 0; i < 3; ++i) co_await ex.write_body(std::as_bytes(std::span(chunk.data(), chunk.size())));
+      co_return;
+    }
+    if (target == "/chunked") {
+      HeadResponse res{bhttp::status::ok, 11};
+      res.chunked(true);
+      co_await ex.write_head(res);
+      std::string a = "hello ", b = "world";
+      co_await ex.write_chunk(std::as_bytes(std::span(a.data(), a.size())));
+      co_await ex.write_chunk(std::as_bytes(std::span(b.data(), b.size())));
+      co_await ex.finish_chunks();
+      co_return;
+    }
+    if (target == "/slow") {
+      ++m_slow_started;
+      net::steady_timer t(co_await net::this_coro::executor, 300ms);
+      co_await t.async_wait(net::use_awaitable);
+    }
+    if (target == "/silent") co_return;  // the server must still answer
+    StringResponse res{bhttp::status::ok, ex.request().version()};
+    res.body() = "you asked for " + target;
+    co_await ex.respond(std::move(res));
+  }
+
+  tcp::socket connect() {
+    tcp::socket s(m_client_ioc);
+    s.connect(m_endpoint);
+    return s;
+  }
+
+  static bhttp::response<bhttp::string_body> roundtrip(tcp::socket& s, bhttp::verb method, std::string target,
+                                                       beast::flat_buffer& buf) {
+    bhttp::request<bhttp::empty_body> req{method, target, 11};
+    req.set(bhttp::field::host, "test");
+    bhttp::write(s, req);
+    bhttp::response_parser<bhttp::string_body> parser;
+    if (method == bhttp::verb::head) parser.skip(true);
+    bhttp::read(s, buf, parser);
+    return parser.release();
+  }
+
+  net::io_context m_ioc;
+  net::io_context m_client_ioc;
+  std::unique_ptr<Server> m_server;
+  tcp::endpoint m_endpoint;
+  std::thread m_thread;
+  std::atomic<int> m_slow_started{0};
+};
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  auto s = connect();
+  beast::flat_buffer buf;
+  for (const char* t : {"/a", "/b", "/stream", "/chunked", "/c"}) {
+    auto res = roundtrip(s, bhttp::verb::get, t, buf);
+    EXPECT_EQ(res.result_int(), 200u) << t;
+    EXPECT_TRUE(res.keep_alive()) << t;
+    if (std::string(t) == "/stream") EXPECT_EQ(res.body(), std::string(3000, 'x'));
+    else if (std::string(t) == "/chunked") EXPECT_EQ(res.body(), "hello world");
+    else EXPECT_EQ(res.body(), std::string("you asked for ") + t);
+  }
+  EXPECT_EQ(m_server->connections(), 1u);
+}
+
+TEST_F(ServerTest, HeadAnnouncesLengthWithoutBody) {
+  auto s = connect();
+  beast::flat_buffer buf;
+  auto res = roundtrip(s, bhttp::verb::head, "/abc", buf);
+  EXPECT_EQ(res[bhttp::field::content_length], "18");
+  // The connection is still in sync: the next answer parses.
+  auto next = roundtrip(s, bhttp::verb::get, "/x", buf);
+  EXPECT_EQ(next.body(), "you asked for /x");
+}
+
+TEST_F(ServerTest, HandlerThatDoesNotAnswerGets500) {
+  auto s = connect();
+  beast::flat_buffer buf;
+  EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/silent", buf).result_int(), 500u);
+}
+
+TEST_F(ServerTest, MalformedRequestGets400AndClose) {
+  auto s = connect();
+  net::write(s, net::buffer(std::string("GARBAGE\r\n\r\n")));
+  beast::flat_buffer buf;
+  bhttp::response<bhttp::string_body> res;
+  bhttp::read(s, buf, res);
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_NE(res.body().find("error"), std::string::npos);
+  EXPECT_FALSE(res.keep_alive());
+}
+
+TEST_F(ServerTest, OversizedHeaderGets431) {
+  auto s = connect();
+  std::string req = "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(8000, 'a') + "\r\n\r\n";
+  net::write(s, net::buffer(req));
+  beast::flat_buffer buf;
+  bhttp::response<bhttp::string_body> res;
+  bhttp::read(s, buf, res);
+  EXPECT_EQ(res.result_int(), 431u);
+}
+
+TEST_F(ServerTest, IdleConnectionIsClosedAfterDeadline) {
+  auto s = connect();
+  char c;
+  boost::system::error_code ec;
+  const auto start = std::chrono::steady_clock::now();
+  s.read_some(net::buffer(&c, 1), ec);  // blocks until the server's 2 s deadline closes it
+  EXPECT_TRUE(ec == net::error::eof || ec == net::error::connection_reset) << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST_F(ServerTest, ShutdownFinishesInFlightAndClosesIdle) {
+  auto idle = connect();
+  auto busy = connect();
+  bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/slow", 11};
+  req.set(bhttp::field::host, "test");
+  bhttp::write(busy, req);
+  while (m_slow_started == 0) std::this_thread::sleep_for(5ms);
+
+  std::promise<void> done;
+  net::co_spawn(m_ioc, m_server->shutdown(5s), [&](std::exception_ptr) { done.set_value(); });
+
+  // The in-flight request completes, with Connection: close.
+  beast::flat_buffer buf;
+  bhttp::response<bhttp::string_body> res;
+  bhttp::read(busy, buf, res);
+  EXPECT_EQ(res.body(), "you asked for /slow");
+  EXPECT_FALSE(res.keep_alive());
+  // The idle one is closed without an answer.
+  char c;
+  boost::system::error_code ec;
+  idle.read_some(net::buffer(&c, 1), ec);
+  EXPECT_TRUE(ec) << "idle connection still open";
+  ASSERT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(m_server->connections(), 0u);
+  // No new connections are accepted.
+  tcp::socket late(m_client_ioc);
+  late.connect(m_endpoint, ec);
+  if (!ec) {
+    late.read_some(net::buffer(&c, 1), ec);
+    EXPECT_TRUE(ec);
+  }
+}
+
+}  // namespace
+}  // namespace hubcache::http
