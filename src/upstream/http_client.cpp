@@ -1,1 +1,254 @@
-// placeholder: being written
+#include <hubcache/upstream/http_client.hpp>
+
+#include "connection.hpp"
+#include "connection_pool.hpp"
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/http/error.hpp>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <charconv>
+#include <stdexcept>
+#include <utility>
+
+namespace hubcache::upstream {
+namespace {
+
+// Response heads from the Hub are a few KiB; 64 KiB leaves room for long
+// signed Location URLs and Link headers without letting a broken upstream
+// make us buffer without bound.
+constexpr std::uint32_t k_header_limit = 64 * 1024;
+// read_all reads through this window; the body itself is bounded by `limit`.
+constexpr std::size_t k_read_all_chunk = 16 * 1024;
+
+// The Host header value: the origin without the scheme.
+std::string host_header(const Url& url) {
+  const std::string origin = url.origin();
+  return origin.substr(origin.find("://") + 3);
+}
+
+// For logs: signed CDN URLs carry credentials in their query string.
+std::string_view path_only(const std::string& target) {
+  return std::string_view(target).substr(0, target.find('?'));
+}
+
+// The parser validated Content-Length while reading the head (one value, all
+// digits, not combined with chunked). Read from the fields instead of
+// basic_parser::content_length(), whose boost::optional trips GCC 12's
+// -Wmaybe-uninitialized in the sanitizer build.
+std::optional<std::uint64_t> parsed_content_length(const http::fields& fields) {
+  const auto it = fields.find(http::field::content_length);
+  if (it == fields.end()) return std::nullopt;
+  const std::string_view text = it->value();
+  std::uint64_t value = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// The body-reading side of one exchange. Owns the connection until the body
+// has been read to its end, then hands it back to the pool if both sides
+// allow keep-alive; any failure or early destruction closes it instead.
+class ResponseImpl final : public Response {
+ public:
+  ResponseImpl(std::shared_ptr<ConnectionPool> pool, std::string origin, ConnectionPtr conn, bool head_request,
+               bool request_keep_alive, std::chrono::milliseconds io_timeout)
+      : m_pool(std::move(pool)),
+        m_origin(std::move(origin)),
+        m_conn(std::move(conn)),
+        m_request_keep_alive(request_keep_alive),
+        m_io_timeout(io_timeout) {
+    m_parser.header_limit(k_header_limit);
+    // No limit: bodies are model files of many GB; callers bound what they keep.
+    m_parser.body_limit(boost::none);
+    // A HEAD response's Content-Length describes the GET body, which is not sent.
+    m_parser.skip(head_request);
+  }
+
+  // Reads the response head. Raw error so the client can recognise a stale
+  // pooled connection; got_some() tells whether any response byte arrived.
+  net::awaitable<boost::system::error_code> read_head() {
+    const auto ec = co_await m_conn->read_header(m_parser, m_io_timeout);
+    if (ec) {
+      m_conn.reset();
+      co_return ec;
+    }
+    m_content_length = parsed_content_length(m_parser.get());
+    if (m_parser.is_done()) {
+      finish();  // HEAD, 204, 304 and Content-Length: 0 have no body to wait for
+    }
+    co_return ec;
+  }
+  bool got_some() const noexcept { return m_parser.got_some(); }
+
+  unsigned status() const noexcept override { return m_parser.get().result_int(); }
+  const http::fields& headers() const noexcept override { return m_parser.get().base(); }
+  std::optional<std::uint64_t> content_length() const noexcept override { return m_content_length; }
+
+  net::awaitable<result<std::size_t>> read_some(std::span<std::byte> buf) override {
+    if (m_error) co_return m_error;
+    if (m_done) co_return 0;
+    // 0 means "end of body", so an empty window cannot be served.
+    if (buf.empty()) co_return make_error_code(errc::bad_request);
+    for (;;) {
+      auto& body = m_parser.get().body();
+      body.data = buf.data();
+      body.size = buf.size();
+      auto ec = co_await m_conn->read_some(m_parser, m_io_timeout);
+      const std::size_t n = buf.size() - body.size;
+      body.data = nullptr;  // the caller's buffer is only lent for this call
+      if (ec == http::error::need_buffer) ec = {};  // the window is full: not an error
+      if (ec) {
+        fail(map_error(ec));
+        co_return m_error;
+      }
+      if (m_parser.is_done()) finish();
+      // A read may consume only framing (a chunk header); keep going until
+      // body bytes arrive or the body ends.
+      if (n > 0 || m_done) co_return n;
+    }
+  }
+
+  net::awaitable<result<std::string>> read_all(std::size_t limit) override {
+    const auto length = content_length();
+    if (length && *length > limit && !m_done) {
+      fail(make_error_code(errc::upstream_protocol));
+      co_return m_error;
+    }
+    std::string out;
+    std::array<std::byte, k_read_all_chunk> chunk;
+    for (;;) {
+      auto n = co_await read_some(chunk);
+      if (!n) co_return n.error();
+      if (*n == 0) co_return out;
+      if (out.size() + *n > limit) {
+        fail(make_error_code(errc::upstream_protocol));
+        co_return m_error;
+      }
+      out.append(reinterpret_cast<const char*>(chunk.data()), *n);
+    }
+  }
+
+ private:
+  void finish() {
+    m_done = true;
+    // Leftover bytes would be read as the start of the next response.
+    if (m_parser.keep_alive() && m_request_keep_alive && !m_conn->has_buffered_input()) {
+      m_pool->put(m_origin, std::move(m_conn));
+    }
+    m_conn.reset();
+  }
+  void fail(std::error_code ec) {
+    m_error = ec;
+    m_conn.reset();
+  }
+
+  std::shared_ptr<ConnectionPool> m_pool;
+  std::string m_origin;
+  ConnectionPtr m_conn;  // null once the body is done or failed
+  ResponseParser m_parser;
+  std::optional<std::uint64_t> m_content_length;  // set once the head is read
+  bool m_request_keep_alive;
+  std::chrono::milliseconds m_io_timeout;
+  bool m_done = false;
+  std::error_code m_error;
+};
+
+class Client final : public HttpClient {
+ public:
+  Client(net::any_io_executor executor, ClientOptions options, std::unique_ptr<ssl::context> tls)
+      : m_executor(std::move(executor)),
+        m_options(std::move(options)),
+        m_tls(std::move(tls)),
+        m_pool(std::make_shared<ConnectionPool>(m_options.max_idle_per_host, m_options.idle_timeout)) {}
+
+  net::awaitable<result<ResponsePtr>> send(Request request) override {
+    const Url& url = request.url;
+    if ((url.scheme != "http" && url.scheme != "https") || url.host.empty() || url.target.empty() ||
+        url.target.front() != '/') {
+      co_return make_error_code(errc::bad_request);
+    }
+
+    OutgoingRequest message;
+    static_cast<http::fields&>(message) = std::move(request.headers);
+    // Method and target after the fields: assigning fields replaces them too.
+    message.method(request.method);
+    message.target(url.target);
+    message.version(11);
+    if (message.find(http::field::host) == message.end()) message.set(http::field::host, host_header(url));
+    if (message.find(http::field::user_agent) == message.end()) {
+      message.set(http::field::user_agent, m_options.user_agent);
+    }
+    message.body() = std::move(request.body);
+    message.prepare_payload();
+
+    const std::string origin = url.origin();
+    spdlog::debug("upstream {} {}{}", message.method_string(), origin, path_only(url.target));
+
+    // At most two attempts: the second only when a pooled connection turned
+    // out to be closed before the server saw any of this request.
+    for (int attempt = 0;; ++attempt) {
+      ConnectionPtr conn = attempt == 0 ? m_pool->take(origin) : nullptr;
+      const bool reused = conn != nullptr;
+      if (!conn) {
+        auto opened = co_await Connection::open(m_executor, url, m_tls.get(), m_options.connect_timeout);
+        if (!opened) {
+          spdlog::debug("upstream {}: connect failed: {}", origin, opened.error().message());
+          co_return opened.error();
+        }
+        conn = std::move(*opened);
+      }
+
+      bool response_started = false;
+      auto ec = co_await conn->write(message, m_options.io_timeout);
+      if (!ec) {
+        auto response =
+            std::make_unique<ResponseImpl>(m_pool, origin, std::move(conn), request.method == http::verb::head,
+                                           message.keep_alive(), m_options.io_timeout);
+        ec = co_await response->read_head();
+        if (!ec) co_return ResponsePtr(std::move(response));
+        response_started = response->got_some();
+      }
+      // A write failure or a close before any response byte on a reused
+      // connection means the server dropped it while idle and never saw
+      // this request, so sending it again cannot duplicate it. A timeout
+      // might be a slow server that is processing it: no retry then.
+      const bool stale = reused && !response_started && ec != beast::error::timeout &&
+                         ec != net::error::operation_aborted;
+      if (stale && attempt == 0) {
+        spdlog::debug("upstream {}: pooled connection was closed ({}), retrying", origin, ec.message());
+        continue;
+      }
+      spdlog::debug("upstream {}{}: {}", origin, path_only(url.target), ec.message());
+      co_return map_error(ec);
+    }
+  }
+
+ private:
+  const net::any_io_executor m_executor;
+  const ClientOptions m_options;
+  const std::unique_ptr<ssl::context> m_tls;  // shared by all https connections; read-only after construction
+  const std::shared_ptr<ConnectionPool> m_pool;  // shared with live Responses, which return connections to it
+};
+
+}  // namespace
+
+std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, const ClientOptions& options) {
+  auto tls = std::make_unique<ssl::context>(ssl::context::tls_client);
+  boost::system::error_code ec;
+  tls->set_default_verify_paths(ec);
+  if (ec) throw std::runtime_error("cannot use the system CA store: " + ec.message());
+  if (!options.extra_ca_file.empty()) {
+    tls->load_verify_file(options.extra_ca_file, ec);
+    if (ec) throw std::runtime_error("cannot load CA file " + options.extra_ca_file + ": " + ec.message());
+  }
+  if (SSL_CTX_set_min_proto_version(tls->native_handle(), TLS1_2_VERSION) != 1) {
+    throw std::runtime_error("cannot require TLS 1.2");
+  }
+  tls->set_verify_mode(ssl::verify_peer);
+  return std::make_shared<Client>(std::move(executor), options, std::move(tls));
+}
+
+}  // namespace hubcache::upstream

@@ -1,0 +1,80 @@
+// One HTTP/1.1 connection to an upstream origin, plain TCP or TLS.
+//
+// Private to the upstream module. A Connection owns its stream and the read
+// buffer that must persist between reads (bytes read past one parse step
+// belong to the next). Every operation sets the deadline right before it
+// starts; a deadline that expires closes the socket, so a timed-out
+// Connection is dead and must be dropped.
+//
+// Thread safety: none. A Connection is used by one coroutine at a time; the
+// pool hands it over under its mutex.
+#pragma once
+
+#include <hubcache/core/error.hpp>
+#include <hubcache/upstream/http_client.hpp>
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <chrono>
+#include <memory>
+#include <variant>
+
+namespace hubcache::upstream {
+
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+
+using OutgoingRequest = http::request<http::string_body>;
+using ResponseParser = http::response_parser<http::buffer_body>;
+
+// Maps a Beast/Asio/OpenSSL error to the hubcache vocabulary:
+// timeout -> upstream_timeout, TLS and certificate failures -> upstream_tls,
+// malformed HTTP -> upstream_protocol, cancellation -> cancelled, everything
+// else (DNS, refused, reset, EOF mid-message) -> upstream_unavailable.
+std::error_code map_error(const boost::system::error_code& ec) noexcept;
+
+class Connection {
+ public:
+  // Resolves url's host, connects and, for https, does the TLS handshake with
+  // SNI and peer + host name verification. connect_timeout bounds connect and
+  // handshake together (the DNS lookup is bounded by the system resolver).
+  // REQUIRES: tls != nullptr when url.scheme == "https"; *tls outlives the
+  // returned Connection.
+  static net::awaitable<result<std::unique_ptr<Connection>>> open(net::any_io_executor executor, const Url& url,
+                                                                   ssl::context* tls,
+                                                                   std::chrono::milliseconds connect_timeout);
+
+  // Writes the whole request. Returns the raw error so the caller can tell a
+  // stale pooled connection from other failures.
+  net::awaitable<boost::system::error_code> write(const OutgoingRequest& request, std::chrono::milliseconds timeout);
+  // Reads up to the end of the response head into parser.
+  net::awaitable<boost::system::error_code> read_header(ResponseParser& parser, std::chrono::milliseconds timeout);
+  // Reads and parses the next part of the body into the parser's buffer_body
+  // window; http::error::need_buffer means the window is full (not an error).
+  net::awaitable<boost::system::error_code> read_some(ResponseParser& parser, std::chrono::milliseconds timeout);
+
+  // True when bytes beyond the last parsed message are buffered; such a
+  // connection cannot carry another exchange.
+  bool has_buffered_input() const noexcept { return m_buffer.size() != 0; }
+
+ private:
+  using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+  explicit Connection(net::any_io_executor executor);
+  Connection(net::any_io_executor executor, ssl::context& tls);
+
+  beast::tcp_stream& tcp() noexcept;
+
+  std::variant<beast::tcp_stream, TlsStream> m_stream;
+  beast::flat_buffer m_buffer;
+};
+
+using ConnectionPtr = std::unique_ptr<Connection>;
+
+}  // namespace hubcache::upstream
