@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
     std::cerr << "hubcache: " << e.what() << "\n";
     return 2;
   }
+  for (const auto& w : parsed.warnings) std::cerr << "hubcache: warning: " << w << "\n";
   switch (parsed.outcome) {
     case hubcache::config::ParseOutcome::help:
       std::cout << hubcache::config::help_text();

@@ -3,6 +3,7 @@
 #include <hubcache/http/server.hpp>
 #include <hubcache/hub/service.hpp>
 #include <hubcache/storage/disk_blob_store.hpp>
+#include <hubcache/storage/document_store.hpp>
 #include <hubcache/storage/metadata_index.hpp>
 #include <hubcache/upstream/http_client.hpp>
 
@@ -44,14 +45,19 @@ int run(const config::Config& cfg, const std::string& version) {
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client is an error code, not a signal
 
   const unsigned threads = cfg.threads != 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
-  net::io_context ioc(static_cast<int>(threads));
-  net::thread_pool blocking(k_blocking_threads);
 
   auto upstream_url = upstream::Url::parse(cfg.upstream);
   if (!upstream_url) throw std::runtime_error("upstream: cannot parse " + cfg.upstream);
 
+  // Declaration order is teardown order, reversed: the stores and the
+  // blocking pool must outlive the io_context, because destroying it destroys
+  // suspended fill coroutines, whose BlobWriters release space in the store
+  // and post clean-up work to the pool.
+  net::thread_pool blocking(k_blocking_threads);
   auto store = storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking);
   auto index = storage::make_disk_metadata_index(cfg.cache_dir / "index");
+  auto docs = storage::make_disk_document_store(cfg.cache_dir / "docs");
+  net::io_context ioc(static_cast<int>(threads));
 
   upstream::ClientOptions client_options;
   client_options.connect_timeout = cfg.upstream_timeout;
@@ -63,11 +69,17 @@ int run(const config::Config& cfg, const std::string& version) {
   hub::ServiceOptions service_options;
   service_options.upstream = *upstream_url;
   service_options.public_url = cfg.public_url;
-  service_options.public_ttl = cfg.public_ttl;
+  service_options.policy.public_ttl = cfg.public_ttl;
+  service_options.policy.revision_ttl = cfg.revision_ttl;
+  service_options.policy.metadata_ttl = cfg.metadata_ttl;
+  service_options.policy.stale_while_revalidate = cfg.stale_while_revalidate;
+  service_options.policy.negative_ttl = cfg.negative_ttl;
+  service_options.policy.offline = cfg.offline;
+  service_options.policy.read_only = cfg.read_only;
   // A client waits for a stalled fill a little longer than the fill itself
   // waits for upstream, so the fill's own error is what the client sees.
   service_options.fill_wait_timeout = cfg.upstream_timeout * 2;
-  auto service = hub::make_hub_service(service_options, {client, store.get(), index.get(), &blocking, &ioc});
+  auto service = hub::make_hub_service(service_options, {client, store.get(), index.get(), docs.get(), &blocking, &ioc});
 
   http::ServerOptions server_options;
   server_options.host = cfg.listen_host;
@@ -97,6 +109,8 @@ int run(const config::Config& cfg, const std::string& version) {
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  // Let queued disk work finish while the io_context still exists to take
+  // its completions; what is left is destroyed with the io_context below.
   blocking.join();
   spdlog::info("hubcache stopped");
   return 0;

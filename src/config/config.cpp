@@ -43,7 +43,7 @@ using json = nlohmann::json;
 
 // What a key accepts in the JSON file besides a string: sizes, durations and
 // counts may be plain numbers (bytes, seconds, count).
-enum class JsonKind { string, string_or_number };
+enum class JsonKind { string, string_or_number, boolean };
 // Where a key may be set. Only "config" is restricted: a file cannot name
 // another file.
 enum class Scope { anywhere, flag_and_env };
@@ -271,6 +271,24 @@ void set_upstream_timeout(Config& config, const std::string& value) {
 }
 void set_client_timeout(Config& config, const std::string& value) { config.client_timeout = positive_duration(value); }
 void set_shutdown_grace(Config& config, const std::string& value) { config.shutdown_grace = positive_duration(value); }
+void set_revision_ttl(Config& config, const std::string& value) { config.revision_ttl = positive_duration(value); }
+void set_metadata_ttl(Config& config, const std::string& value) { config.metadata_ttl = positive_duration(value); }
+void set_negative_ttl(Config& config, const std::string& value) { config.negative_ttl = positive_duration(value); }
+// 0 is meaningful here: it turns stale-while-revalidate off.
+void set_stale_while_revalidate(Config& config, const std::string& value) {
+  config.stale_while_revalidate = value == "0" ? std::chrono::milliseconds(0) : positive_duration(value);
+}
+
+// Strict, so a typo does not silently mean false.
+bool parse_switch(const std::string& value) {
+  if (value == "true" || value == "1" || value == "yes") return true;
+  if (value == "false" || value == "0" || value == "no") return false;
+  bad("must be true or false (or 1/0, yes/no), got " + quote(value));
+  return false;
+}
+void set_offline(Config& config, const std::string& value) { config.offline = parse_switch(value); }
+void set_read_only(Config& config, const std::string& value) { config.read_only = parse_switch(value); }
+std::string show_bool(bool v) { return v ? "true" : "false"; }
 
 std::string show_listen(const Config& c) {
   const bool v6 = c.listen_host.find(':') != std::string::npos;
@@ -323,6 +341,26 @@ const std::array k_keys{
     Key{"shutdown_grace", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_shutdown_grace,
         [](const Config& c) { return detail::format_duration(c.shutdown_grace); },
         "", "on SIGTERM/SIGINT, how long in-flight responses may take to finish"},
+    Key{"revision_ttl", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_revision_ttl,
+        [](const Config& c) { return detail::format_duration(c.revision_ttl); },
+        "", "how long a branch/tag -> commit answer is reused before asking upstream again"},
+    Key{"metadata_ttl", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_metadata_ttl,
+        [](const Config& c) { return detail::format_duration(c.metadata_ttl); },
+        "", "how long repo info, refs and commit lists are reused"},
+    Key{"stale_while_revalidate", "DURATION", JsonKind::string_or_number, Scope::anywhere,
+        set_stale_while_revalidate,
+        [](const Config& c) { return c.stale_while_revalidate.count() == 0 ? std::string("0")
+                                                                             : detail::format_duration(c.stale_while_revalidate); },
+        "", "after an answer expires, how long it is still served while refreshed in the background (0 = off)"},
+    Key{"negative_ttl", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_negative_ttl,
+        [](const Config& c) { return detail::format_duration(c.negative_ttl); },
+        "", "how long 'entry not found at this commit' is reused"},
+    Key{"offline", "BOOL", JsonKind::boolean, Scope::anywhere, set_offline,
+        [](const Config& c) { return show_bool(c.offline); },
+        "", "never contact upstream; serve only what the cache holds (a bare --offline means true)"},
+    Key{"read_only", "BOOL", JsonKind::boolean, Scope::anywhere, set_read_only,
+        [](const Config& c) { return show_bool(c.read_only); },
+        "", "refuse uploads and other writes with 405 (a bare --read-only means true)"},
 };
 // clang-format on
 
@@ -418,6 +456,10 @@ std::vector<Setting> read_flags(const std::vector<std::string>& args) {
     std::string value;
     if (equals != std::string::npos) {
       value = arg.substr(equals + 1);
+    } else if (key->json_kind == JsonKind::boolean) {
+      // A switch: its presence means true, and an explicit word may follow.
+      static const std::set<std::string, std::less<>> k_words{"true", "false", "1", "0", "yes", "no"};
+      value = i + 1 < args.size() && k_words.count(args[i + 1]) != 0 ? args[++i] : "true";
     } else if (i + 1 < args.size() && !looks_like_flag(args[i + 1])) {
       value = args[++i];
     } else {
@@ -440,9 +482,11 @@ std::optional<std::string> find_env(const std::vector<std::string>& env, std::st
   return std::nullopt;
 }
 
-// Every HUBCACHE_* variable must be a known key: the prefix is ours, and a
-// misspelt HUBCACHE_CACHEDIR silently ignored would send the cache elsewhere.
-std::vector<Setting> read_env(const std::vector<std::string>& env) {
+// An unknown HUBCACHE_* variable is a warning, not an error: Kubernetes
+// injects HUBCACHE_PORT, HUBCACHE_SERVICE_HOST, ... into every pod of a
+// namespace that has a Service named "hubcache", and the daemon must still
+// start there. The warning names the likely intended key.
+std::vector<Setting> read_env(const std::vector<std::string>& env, std::vector<std::string>& warnings) {
   std::vector<Setting> out;
   std::set<std::string, std::less<>> seen;
   for (const std::string& entry : env) {
@@ -453,9 +497,10 @@ std::vector<Setting> read_env(const std::vector<std::string>& env) {
     if (!seen.insert(name).second) continue;
     const auto key = std::find_if(k_keys.begin(), k_keys.end(), [&](const Key& k) { return env_name(k) == name; });
     if (key == k_keys.end()) {
-      throw ConfigError(
-          name + ": unknown variable; hubcache reads only the HUBCACHE_* names listed in --help" +
+      warnings.push_back(
+          name + ": unknown variable, ignored; hubcache reads only the HUBCACHE_* names listed in --help" +
           did_you_mean(std::string_view(name).substr(k_env_prefix.size()), Scope::flag_and_env, env_name));
+      continue;
     }
     out.push_back({&*key, entry.substr(equals + 1), std::move(name)});
   }
@@ -486,6 +531,10 @@ std::string read_whole_file(const std::string& path, const std::string& label) {
 
 std::string json_value_text(const Key& key, const json& value, const std::string& label) {
   if (value.is_string()) return value.get<std::string>();
+  if (key.json_kind == JsonKind::boolean) {
+    if (value.is_boolean()) return value.get<bool>() ? "true" : "false";
+    throw ConfigError(label + ": expected true or false, got " + value.type_name());
+  }
   if (key.json_kind == JsonKind::string_or_number) {
     if (value.is_number()) return value.dump();
     throw ConfigError(label + ": expected a string or a number, got " + value.type_name());
@@ -561,7 +610,7 @@ Parsed parse(const std::vector<std::string>& args, const std::vector<std::string
   // Read every source before applying any, so that a syntax error (unknown
   // flag or variable) is reported even if a value error comes earlier.
   std::vector<Setting> flags = read_flags(args);
-  std::vector<Setting> env_settings = read_env(env);
+  std::vector<Setting> env_settings = read_env(env, parsed.warnings);
   const auto is_config = [](const Setting& s) { return s.key == &config_key(); };
 
   std::optional<Setting> file;

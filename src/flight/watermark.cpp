@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <optional>
 
 namespace hubcache::flight {
 
@@ -14,6 +15,10 @@ void Watermark::advance(std::uint64_t available) {
     std::lock_guard lock(m_mutex);
     if (m_state.finished || available <= m_state.available) return;
     m_state.available = available;
+    const auto now = std::chrono::steady_clock::now();
+    if (available - m_woken_at < m_wake_bytes && now - m_woken_time < m_wake_interval) return;
+    m_woken_at = available;
+    m_woken_time = now;
   }
   wake_all();
 }
@@ -46,18 +51,30 @@ void Watermark::wake_all() {
 }
 
 net::awaitable<result<Watermark::State>> Watermark::wait_beyond(std::uint64_t offset,
-                                                                std::chrono::steady_clock::duration timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+                                                                std::chrono::steady_clock::duration timeout,
+                                                                std::uint64_t want) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  if (want == 0) want = 1;
+  std::optional<Clock::time_point> data_since;  // when bytes past `offset` were first seen
   auto timer = std::make_shared<net::steady_timer>(co_await net::this_coro::executor);
   while (true) {
+    Clock::time_point wake_at = deadline;
     {
       std::lock_guard lock(m_mutex);
       if (m_state.finished && m_state.error) co_return m_state.error;
-      if (m_state.available > offset || m_state.finished) co_return m_state;
-      if (std::chrono::steady_clock::now() >= deadline) co_return errc::timeout;
+      if (m_state.finished || m_state.available >= offset + want) co_return m_state;
+      const auto now = Clock::now();
+      if (m_state.available > offset) {
+        if (!data_since) data_since = now;
+        if (now - *data_since >= m_wake_interval) co_return m_state;
+        wake_at = std::min(deadline, *data_since + m_wake_interval);
+      } else if (now >= deadline) {
+        co_return errc::timeout;
+      }
       m_waiters.push_back(timer);
     }
-    timer->expires_at(deadline);
+    timer->expires_at(wake_at);
     co_await timer->async_wait(net::as_tuple(net::use_awaitable));
     std::lock_guard lock(m_mutex);
     // A timeout (not a cancel) leaves our timer registered: drop it.

@@ -1,9 +1,10 @@
 #include <hubcache/hub/service.hpp>
 
+#include "api_handler.hpp"
 #include "errors.hpp"
 #include "headers.hpp"
 #include "hub_client.hpp"
-#include "public_repos.hpp"
+#include "state.hpp"
 
 #include <hubcache/core/byte_range.hpp>
 #include <hubcache/core/digest.hpp>
@@ -45,7 +46,7 @@ struct Fill {
   std::optional<core::Sha256> committed;   // guarded by mutex
 };
 
-std::string repo_key(const core::FileRoute& r) { return std::string(core::to_string(r.type)) + ":" + r.repo; }
+constexpr std::string_view k_warning_stale = "110 - \"Response is Stale\"";
 
 storage::FileKey file_key(const core::FileRoute& r, const std::string& commit) {
   return {std::string(core::to_string(r.type)), r.repo, commit, r.path,
@@ -62,13 +63,14 @@ class Service final : public HubService {
       : m_options(std::move(options)),
         m_deps(std::move(deps)),
         m_hub(m_deps.http, m_options.upstream),
-        m_public(m_options.public_ttl) {}
+        m_state(m_options.policy, *m_deps.docs, *m_deps.blocking),
+        m_api(m_hub, m_state, *m_deps.io, m_options.public_url) {}
 
   net::awaitable<void> handle(http::Exchange& ex) override {
     const auto& req = ex.request();
     const auto target = std::string_view(req.target());
     if (req.method() == bhttp::verb::options) {
-      co_await preflight(ex);
+      co_await m_api.preflight(ex);
       co_return;
     }
     if (target == "/healthz") {
@@ -85,8 +87,16 @@ class Service final : public HubService {
     }
     if (*route) {
       co_await handle_file(ex, **route);
+      co_return;
+    }
+    auto api = parse_api_route(std::string_view(req.method_string()), target, req[bhttp::field::content_type],
+                               req.body());
+    if (!api) {
+      co_await ex.respond(error_response(400, "Malformed API path or request body", req.version()));
+    } else if (*api) {
+      co_await m_api.handle(ex, **api);
     } else {
-      co_await relay(ex);
+      co_await m_api.relay(ex);
     }
   }
 
@@ -102,42 +112,62 @@ class Service final : public HubService {
       co_return;
     }
     const std::string auth(req[bhttp::field::authorization]);
-    const std::string rkey = repo_key(route);
+    const std::string cred = credential_id(auth);
+    const std::string rkey = repo_key(route.type, route.repo);
+    const auto& policy = m_state.policy();
 
-    // An immutable commit of a repo known to be public: answer from the index
-    // without asking upstream.
-    if (core::is_commit_id(route.revision) && m_public.is_public(rkey)) {
-      auto rec = m_deps.index->get(file_key(route, route.revision));
-      if (rec && *rec) {
-        const auto& r = **rec;
-        auto reader = co_await m_deps.store->open(r.sha256);
-        if (reader && *reader) {
-          FileMeta meta{route.revision, r.etag, r.lfs, r.size, r.content_type, {}, true};
-          ex.set_outcome("hit");
-          co_await serve_blob(ex, route, meta, std::move(**reader));
-          co_return;
-        }
+    // A commit, or a branch whose mapping from an anonymous answer is still
+    // fresh: a public repo's cached file is answered without asking upstream.
+    std::string commit;
+    if (core::is_commit_id(route.revision)) {
+      commit = route.revision;
+    } else if (auto m = m_state.mapping(route.type, route.repo, route.revision);
+               m && m->cred.empty() && (unix_now() - m->fetched_at) * 1000 < policy.revision_ttl.count()) {
+      commit = m->commit;
+    }
+    if (!commit.empty() && m_state.public_now(route.type, route.repo) &&
+        co_await serve_cached(ex, route, commit, {})) {
+      ex.set_outcome("hit");
+      co_return;
+    }
+    if (policy.offline || m_state.backing_off()) {
+      if (co_await serve_last_known(ex, route, cred)) co_return;
+      if (policy.offline) {
+        co_await ex.respond(error_response(503, "hubcache is offline and does not have this file", req.version()));
+      } else {
+        auto res = error_response(429, "Upstream Hub rate limit reached; retry later", req.version());
+        res.set(bhttp::field::retry_after, "5");
+        co_await ex.respond(std::move(res));
       }
+      co_return;
     }
 
     // Everything else is authorized upstream with the caller's own credentials.
     auto probed = co_await m_hub.probe(route, auth);
     if (!probed) {
+      if (co_await serve_last_known(ex, route, cred)) co_return;
       ex.set_outcome("upstream-error");
       spdlog::warn("upstream check failed for {} {}: {}", rkey, route.path, probed.error().message());
       co_await ex.respond(error_response(probed.error(), req.version()));
       co_return;
     }
     if (auto* answer = std::get_if<UpstreamAnswer>(&*probed)) {
-      if (auth.empty() && (answer->status == 401 || answer->status == 403 || answer->status == 404)) {
-        m_public.forget(rkey);
+      const unsigned status = answer->status;
+      if (status == 429) m_state.back_off(answer->headers);
+      if ((status >= 500 || status == 429) && co_await serve_last_known(ex, route, cred)) co_return;
+      const bool entry_missing = status == 404 && answer->headers["X-Error-Code"] == "EntryNotFound";
+      if (auth.empty() && (status == 401 || status == 403 || (status == 404 && !entry_missing))) {
+        co_await m_state.saw_refusal(route.type, route.repo);
       }
       ex.set_outcome("upstream");
-      co_await relay_answer(ex, std::move(*answer));
+      co_await ex.respond(answer_response(std::move(*answer), req.version()));
       co_return;
     }
     const auto& meta = std::get<FileMeta>(*probed);
-    if (auth.empty()) m_public.mark(rkey);
+    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo);
+    if (!core::is_commit_id(route.revision)) {
+      co_await m_state.remember_mapping(route.type, route.repo, route.revision, meta.commit, cred);
+    }
     const auto key = file_key(route, meta.commit);
 
     std::optional<core::Sha256> sha;
@@ -178,6 +208,35 @@ class Service final : public HubService {
     co_await stream_fill(ex, route, meta, *fill, decision);
   }
 
+  // Serves `route` at `commit` from the index and the store; false when either
+  // lacks it.
+  net::awaitable<bool> serve_cached(http::Exchange& ex, const core::FileRoute& route, const std::string& commit,
+                                    std::string_view warning) {
+    auto rec = m_deps.index->get(file_key(route, commit));
+    if (!rec || !*rec) co_return false;
+    const auto& r = **rec;
+    auto reader = co_await m_deps.store->open(r.sha256);
+    if (!reader || !*reader) co_return false;
+    FileMeta meta{commit, r.etag, r.lfs, r.size, r.content_type, {}, true};
+    co_await serve_blob(ex, route, meta, std::move(**reader), warning);
+    co_return true;
+  }
+
+  // Upstream cannot be asked (down, 5xx, 429, offline): serve the last known
+  // answer if the repo was public when last seen, marked stale.
+  net::awaitable<bool> serve_last_known(http::Exchange& ex, const core::FileRoute& route, const std::string& cred) {
+    std::string commit = route.revision;
+    if (!core::is_commit_id(commit)) {
+      auto m = m_state.mapping(route.type, route.repo, route.revision);
+      if (!m || !(m->cred.empty() || m->cred == cred)) co_return false;
+      commit = m->commit;
+    }
+    if (!m_state.last_known_public(route.type, route.repo)) co_return false;
+    if (!co_await serve_cached(ex, route, commit, k_warning_stale)) co_return false;
+    ex.set_outcome("stale");
+    co_return true;
+  }
+
   void set_file_headers(http::HeadResponse& res, const core::FileRoute& route, const FileMeta& meta) const {
     res.set("X-Repo-Commit", meta.commit);
     res.set(bhttp::field::etag, "\"" + meta.etag + "\"");
@@ -195,12 +254,14 @@ class Service final : public HubService {
   // Writes the head for a 200/206 answer of `decision` and returns the byte
   // span to send.
   net::awaitable<result<core::ByteRange>> write_file_head(http::Exchange& ex, const core::FileRoute& route,
-                                                          const FileMeta& meta, const core::RangeDecision& d) {
+                                                          const FileMeta& meta, const core::RangeDecision& d,
+                                                          std::string_view warning = {}) {
     const auto& req = ex.request();
     http::HeadResponse res{d.outcome == core::RangeOutcome::partial ? bhttp::status::partial_content
                                                                     : bhttp::status::ok,
                            req.version()};
     set_file_headers(res, route, meta);
+    if (!warning.empty()) res.set(bhttp::field::warning, warning);
     core::ByteRange span{0, meta.size == 0 ? 0 : meta.size - 1};
     if (d.outcome == core::RangeOutcome::partial) {
       span = d.range;
@@ -224,14 +285,14 @@ class Service final : public HubService {
   }
 
   net::awaitable<void> serve_blob(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
-                                  storage::BlobReaderPtr reader) {
+                                  storage::BlobReaderPtr reader, std::string_view warning = {}) {
     const auto& req = ex.request();
     const auto decision = core::decide_range(req[bhttp::field::range], meta.size);
     if (decision.outcome == core::RangeOutcome::unsatisfiable) {
       co_await respond_416(ex, route, meta);
       co_return;
     }
-    auto span = co_await write_file_head(ex, route, meta, decision);
+    auto span = co_await write_file_head(ex, route, meta, decision, warning);
     if (!span || req.method() == bhttp::verb::head || meta.size == 0) co_return;
     std::vector<std::byte> buf(std::min<std::uint64_t>(k_copy_buffer, span->length()));
     for (std::uint64_t pos = span->first; pos <= span->last;) {
@@ -371,7 +432,8 @@ class Service final : public HubService {
     std::uint64_t pos = span->first;
     const std::uint64_t end = span->last + 1;
     while (pos < end) {
-      auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout);
+      const auto worth_sending = std::min<std::uint64_t>(k_copy_buffer, end - pos);
+      auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout, worth_sending);
       if (!st || st->available <= pos) {
         // The fill failed: end the body short so the client sees an error.
         spdlog::warn("client of {} stopped at byte {}: {}", route.path, pos,
@@ -415,114 +477,11 @@ class Service final : public HubService {
     if (!put) spdlog::warn("could not record {} {} in the index: {}", key.repo, key.path, put.error().message());
   }
 
-  // ---- relaying ----------------------------------------------------------
-
-  std::string public_origin(const http::Request& req) const {
-    if (!m_options.public_url.empty()) return m_options.public_url;
-    return "http://" + std::string(req[bhttp::field::host]);
-  }
-
-  // Points absolute upstream URLs (pagination Links, Locations) at hubcache.
-  std::string rewrite_urls(std::string_view value, const http::Request& req) const {
-    const std::string from = m_hub.base().origin() + m_hub.base().target;
-    std::string out(value);
-    if (from.empty()) return out;
-    const std::string to = public_origin(req);
-    for (auto pos = out.find(from); pos != std::string::npos; pos = out.find(from, pos + to.size())) {
-      out.replace(pos, from.size(), to);
-    }
-    return out;
-  }
-
-  net::awaitable<void> relay_answer(http::Exchange& ex, UpstreamAnswer answer) {
-    http::StringResponse res{static_cast<bhttp::status>(answer.status), ex.request().version()};
-    for (const auto& f : answer.headers) res.insert(f.name_string(), f.value());
-    add_cors_headers(res.base());
-    res.body() = std::move(answer.body);
-    co_await ex.respond(std::move(res));
-  }
-
-  net::awaitable<void> preflight(http::Exchange& ex) {
-    const auto& req = ex.request();
-    http::StringResponse res{bhttp::status::no_content, req.version()};
-    add_cors_headers(res.base());
-    res.set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
-    const auto asked = req["Access-Control-Request-Headers"];
-    res.set("Access-Control-Allow-Headers", asked.empty() ? "Authorization, Range, Content-Type, Accept" : asked);
-    res.set("Access-Control-Max-Age", "86400");
-    co_await ex.respond(std::move(res));
-  }
-
-  // Everything that is not a file route goes upstream as it came, with the
-  // caller's credentials, and streams back unbuffered.
-  net::awaitable<void> relay(http::Exchange& ex) {
-    const auto& req = ex.request();
-    ex.set_outcome("relay");
-    upstream::Request up;
-    up.method = req.method();
-    up.url = m_hub.url_for(req.target());
-    for (const auto& f : req) {
-      const auto name = std::string_view(f.name_string());
-      if (is_hop_by_hop(name) || f.name() == bhttp::field::host || f.name() == bhttp::field::content_length) continue;
-      if (f.name() == bhttp::field::accept) {
-        const auto accept = strip_xet_accept(f.value());
-        if (!accept.empty()) up.headers.set(bhttp::field::accept, accept);
-        continue;
-      }
-      up.headers.insert(f.name_string(), f.value());
-    }
-    up.body = req.body();
-    auto sent = co_await m_deps.http->send(std::move(up));
-    if (!sent) {
-      co_await ex.respond(error_response(sent.error(), req.version()));
-      co_return;
-    }
-    auto& resp = **sent;
-    http::HeadResponse res{static_cast<bhttp::status>(resp.status()), req.version()};
-    for (const auto& f : resp.headers()) {
-      const auto name = std::string_view(f.name_string());
-      if (is_hop_by_hop(name) || is_xet_header(name) || f.name() == bhttp::field::content_length) continue;
-      if (f.name() == bhttp::field::link) {
-        const auto link = strip_xet_links(f.value());
-        if (!link.empty()) res.insert(bhttp::field::link, rewrite_urls(link, req));
-        continue;
-      }
-      if (f.name() == bhttp::field::location) {
-        res.insert(bhttp::field::location, rewrite_urls(f.value(), req));
-        continue;
-      }
-      res.insert(f.name_string(), f.value());
-    }
-    add_cors_headers(res.base());
-    const auto status = resp.status();
-    const bool bodyless = req.method() == bhttp::verb::head || status == 204 || status == 304 || status < 200;
-    const auto length = resp.content_length();
-    if (bodyless) {
-      if (length) res.content_length(*length);
-      co_await ex.write_head(res);
-      co_return;
-    }
-    if (length) res.content_length(*length);
-    else res.chunked(true);
-    if (!co_await ex.write_head(res)) co_return;
-    std::vector<std::byte> buf(k_copy_buffer);
-    while (true) {
-      auto n = co_await resp.read_some(buf);
-      if (!n) {
-        ex.close_after();  // upstream broke mid-body: the client sees a short body
-        co_return;
-      }
-      if (*n == 0) break;
-      auto w = length ? co_await ex.write_body(as_span(buf, *n)) : co_await ex.write_chunk(as_span(buf, *n));
-      if (!w) co_return;
-    }
-    if (!length) co_await ex.finish_chunks();
-  }
-
   ServiceOptions m_options;
   ServiceDeps m_deps;
   HubClient m_hub;
-  PublicRepos m_public;
+  HubState m_state;
+  ApiHandler m_api;
   flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by upstream etag (content-addressed)
 };
 

@@ -1,1 +1,643 @@
-// placeholder: being written
+// The local-disk BlobStore. Layout and startup contract: disk_blob_store.hpp.
+//
+// Where work runs:
+// - append(), read_at() and open() run on the caller's thread: they are
+//   page-cache writes/reads and a dentry lookup, the same class of cost the
+//   BlobReader contract already accepts for reads.
+// - create() (possible eviction unlinks + creating the staging file), the
+//   commit steps (fsync, rename, directory fsync) and the unlink of discarded
+//   staging files run on the `blocking` pool. run_blocking() co_spawns the
+//   step onto the pool and the caller resumes on its own executor, because
+//   co_spawn delivers its completion through the awaiting coroutine's
+//   executor (and keeps that executor's context busy until then).
+//
+// Consistency between the index and the disk: every change to blobs/ (commit
+// rename, eviction unlink) happens while holding StoreState::m_mutex, so the
+// in-memory index and the directory never disagree for another thread. The
+// costs we accept for that: a rename or an eviction unlink holds the mutex,
+// and both only ever run on the blocking pool, never on an I/O thread.
+#include <hubcache/storage/disk_blob_store.hpp>
+
+#include "posix_file.hpp"
+
+#include <hubcache/util/hash.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <limits>
+#include <list>
+#include <mutex>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+namespace hubcache::storage {
+namespace {
+
+namespace fs = std::filesystem;
+using detail::UniqueFd;
+
+constexpr int k_format = 1;
+// Space is accounted in file-system blocks, so many small files are not
+// under-counted (the approximation bazel-remote uses).
+constexpr std::uint64_t k_block_size = 4096;
+constexpr std::string_view k_cachedir_tag =
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by hubcache.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+std::uint64_t round_up(std::uint64_t size) {
+  const std::uint64_t blocks = size / k_block_size + (size % k_block_size != 0 ? 1 : 0);
+  if (blocks > std::numeric_limits<std::uint64_t>::max() / k_block_size) return std::numeric_limits<std::uint64_t>::max();
+  return blocks * k_block_size;
+}
+
+bool is_lower_hex(std::string_view s, std::size_t length) {
+  return s.size() == length &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::error_code make_err(errc e) { return make_error_code(e); }
+
+// Runs `fn` (which must not throw) on `pool`; the awaiting coroutine resumes
+// on its own executor with fn's result.
+//
+// GCC 12 destroys a non-trivial temporary (such as a capturing lambda) that
+// appears inside a co_await expression twice. Hence the named `task` here and
+// the named jobs at the call sites: keep it that way.
+template <class Fn>
+net::awaitable<std::invoke_result_t<Fn&>> run_blocking(net::thread_pool& pool, Fn fn) {
+  using R = std::invoke_result_t<Fn&>;
+  auto task = [fn = std::move(fn)]() mutable -> net::awaitable<R> { co_return fn(); };
+  co_return co_await net::co_spawn(pool, std::move(task), net::use_awaitable);
+}
+
+// Startup helpers: these may throw (std::runtime_error and subclasses).
+[[noreturn]] void fail_startup(const std::string& message) {
+  throw std::runtime_error("blob store: " + message);
+}
+
+void write_startup_file(const fs::path& path, std::string_view data) {
+  if (auto ec = detail::write_file_atomic(path, data)) fail_startup("cannot write " + path.string() + ": " + ec.message());
+}
+
+void make_startup_dir(const fs::path& dir) {
+  if (auto ec = detail::make_dir_durable(dir)) fail_startup("cannot create " + dir.string() + ": " + ec.message());
+}
+
+// Removes crash leftovers and foreign files; failing to is not fatal, the
+// file is simply not part of the store.
+void remove_garbage(const fs::path& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+  if (ec) {
+    spdlog::warn("blob store: cannot remove stray {}: {}", path.string(), ec.message());
+  } else {
+    spdlog::info("blob store: removed stray {}", path.string());
+  }
+}
+
+// Creates the root and its store.json if needed, takes an exclusive flock on
+// store.json (so a second hubcache cannot share the root and delete the
+// first one's staging files) and checks the format. Returns the locked
+// descriptor; closing it releases the lock.
+UniqueFd lock_root(const fs::path& root) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) fail_startup("cannot create " + root.string() + ": " + ec.message());
+
+  const fs::path store_json = root / "store.json";
+  if (!fs::exists(store_json)) {
+    // store.json is written before blobs/ and staging/ exist, so finding those
+    // without it means the directory is not ours: refuse rather than delete
+    // someone's files at startup.
+    for (const char* dir : {"blobs", "staging"}) {
+      if (fs::exists(root / dir) && !fs::is_empty(root / dir)) {
+        fail_startup(root.string() + " has a non-empty " + dir + "/ but no store.json; refusing to use it as a cache root");
+      }
+    }
+    write_startup_file(store_json, nlohmann::json{{"format", k_format}}.dump() + "\n");
+  }
+
+  auto fd = detail::open_file(store_json, O_RDONLY);
+  if (!fd) fail_startup("cannot open " + store_json.string() + ": " + fd.error().message());
+  if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
+    fail_startup(root.string() + " is already in use by another blob store (flock on store.json)");
+  }
+
+  auto text = detail::read_small_file(store_json, 4096);
+  if (!text || !*text) fail_startup("cannot read " + store_json.string());
+  const auto doc = nlohmann::json::parse(**text, nullptr, /*allow_exceptions=*/false);
+  const auto format = doc.is_object() ? doc.find("format") : doc.end();
+  if (format == doc.end() || !format->is_number_integer()) {
+    fail_startup(store_json.string() + " is not a valid store description");
+  }
+  if (format->get<std::int64_t>() != k_format) {
+    fail_startup(store_json.string() + " has format " + format->dump() + ", this hubcache supports format " +
+                 std::to_string(k_format) + "; use a new cache directory or the matching hubcache version");
+  }
+  return std::move(*fd);
+}
+
+// The state shared by the store and every reader and writer it hands out, so
+// those may outlive the store object (their destructors unpin and unreserve
+// here). Paths and limits are immutable after construction.
+//
+// REQUIRES at construction: the caller holds the root's lock (lock_root).
+class StoreState {
+ public:
+  StoreState(const DiskStoreOptions& options, net::thread_pool& blocking);
+
+  net::thread_pool& pool() const { return m_pool; }
+  std::uint64_t limit() const { return m_max_bytes; }
+  fs::path blob_path(const std::string& hex) const { return m_blobs / hex.substr(0, 2) / hex; }
+  fs::path new_staging_path() {
+    return m_staging / (m_staging_prefix + "-" + std::to_string(m_staging_counter.fetch_add(1)));
+  }
+
+  // Reserves `bytes` (already rounded), first evicting least recently used
+  // unpinned blobs if needed. Evicts nothing when even evicting every
+  // unpinned blob would not make room. Unlinks files: call on the pool.
+  std::error_code reserve(std::uint64_t bytes);
+  void release(std::uint64_t bytes);
+
+  // Pins the blob against eviction and marks it recently used; false when
+  // the blob is not stored.
+  bool pin(const std::string& hex);
+  void unpin(const std::string& hex);
+  // Drops an entry whose file has vanished from under us, unless pinned.
+  void forget_if_unpinned(const std::string& hex);
+
+  enum class Placed { renamed, existed };
+  // Turns a verified, fsynced staging file into the blob `hex`, converting
+  // the writer's reservation into committed bytes. If the blob is already
+  // stored (another writer won) the staging file is left alone and the
+  // reservation released. On a rename failure nothing changes.
+  result<Placed> place(const fs::path& staging, const std::string& hex, std::uint64_t reserved);
+
+  StoreUsage usage() const;
+
+ private:
+  struct Entry {
+    std::uint64_t bytes = 0;                   // rounded to blocks
+    unsigned pins = 0;                         // open readers from open()
+    std::list<std::string>::iterator lru_pos;  // position in m_lru
+  };
+
+  void init_layout();
+  void clear_staging();
+  void load_blobs();
+  // REQUIRES: m_mutex held (or single-threaded startup).
+  void insert_locked(const std::string& hex, std::uint64_t bytes);
+  void evict_locked(const std::string& hex);
+
+  const fs::path m_root;
+  const fs::path m_blobs;
+  const fs::path m_staging;
+  const std::uint64_t m_max_bytes;
+  net::thread_pool& m_pool;
+  const std::string m_staging_prefix = detail::random_hex();
+  std::atomic<std::uint64_t> m_staging_counter{0};
+
+  mutable std::mutex m_mutex;
+  // Guarded by m_mutex: the index of committed blobs, their LRU order, the
+  // space accounting, and the files under blobs/ themselves (see the file
+  // comment). m_lru holds hex keys, most recently used first.
+  std::list<std::string> m_lru;
+  std::unordered_map<std::string, Entry> m_entries;
+  std::uint64_t m_committed = 0;
+  std::uint64_t m_reserved = 0;
+};
+
+StoreState::StoreState(const DiskStoreOptions& options, net::thread_pool& blocking)
+    : m_root(options.root),
+      m_blobs(options.root / "blobs"),
+      m_staging(options.root / "staging"),
+      m_max_bytes(options.max_bytes),
+      m_pool(blocking) {
+  if (m_max_bytes == 0) fail_startup("max_bytes must be > 0");
+  init_layout();
+  clear_staging();
+  load_blobs();
+}
+
+void StoreState::init_layout() {
+  if (!fs::exists(m_root / "CACHEDIR.TAG")) write_startup_file(m_root / "CACHEDIR.TAG", k_cachedir_tag);
+  make_startup_dir(m_staging);
+  make_startup_dir(m_blobs);
+  // All 256 shard directories exist from the start, so a commit never has to
+  // create (and fsync) a directory. One fsync of blobs/ covers them all.
+  bool created = false;
+  for (int i = 0; i < 256; ++i) {
+    char shard[3];
+    std::snprintf(shard, sizeof shard, "%02x", i);
+    if (::mkdir((m_blobs / shard).c_str(), 0755) == 0) {
+      created = true;
+    } else if (const auto ec = detail::last_errno(); ec != std::errc::file_exists) {
+      fail_startup("cannot create " + (m_blobs / shard).string() + ": " + ec.message());
+    }
+  }
+  if (created) {
+    if (auto ec = detail::fsync_dir(m_blobs)) fail_startup("cannot fsync " + m_blobs.string() + ": " + ec.message());
+  }
+}
+
+void StoreState::clear_staging() {
+  // Everything in staging/ belongs to writers of a previous run (we hold the
+  // root's lock): their reservations are gone, so are they.
+  for (const auto& entry : fs::directory_iterator(m_staging)) remove_garbage(entry.path());
+}
+
+void StoreState::load_blobs() {
+  struct Found {
+    std::string hex;
+    std::uint64_t bytes;
+    struct timespec atime;
+  };
+  std::vector<Found> found;
+  for (const auto& shard : fs::directory_iterator(m_blobs)) {
+    const std::string shard_name = shard.path().filename().string();
+    if (!is_lower_hex(shard_name, 2) || !fs::is_directory(shard.symlink_status())) {
+      remove_garbage(shard.path());
+      continue;
+    }
+    for (const auto& file : fs::directory_iterator(shard.path())) {
+      const std::string name = file.path().filename().string();
+      struct stat st {};
+      if (!is_lower_hex(name, 64) || name.compare(0, 2, shard_name) != 0 || ::lstat(file.path().c_str(), &st) != 0 ||
+          !S_ISREG(st.st_mode)) {
+        remove_garbage(file.path());
+        continue;
+      }
+      found.push_back({name, round_up(static_cast<std::uint64_t>(st.st_size)), st.st_atim});
+    }
+  }
+  // Oldest access first, so that inserting each as most recent rebuilds the
+  // LRU order of the previous run (open() refreshes atime explicitly).
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) {
+    return std::tie(a.atime.tv_sec, a.atime.tv_nsec, a.hex) < std::tie(b.atime.tv_sec, b.atime.tv_nsec, b.hex);
+  });
+  for (const auto& f : found) insert_locked(f.hex, f.bytes);
+
+  std::size_t evicted = 0;
+  while (m_committed > m_max_bytes && !m_lru.empty()) {
+    evict_locked(m_lru.back());
+    ++evicted;
+  }
+  spdlog::info("blob store: {} blobs, {} bytes of {} in {}{}", m_entries.size(), m_committed, m_max_bytes,
+               m_root.string(), evicted == 0 ? "" : " (evicted " + std::to_string(evicted) + " to fit the limit)");
+}
+
+void StoreState::insert_locked(const std::string& hex, std::uint64_t bytes) {
+  m_lru.push_front(hex);
+  m_entries.emplace(hex, Entry{bytes, 0, m_lru.begin()});
+  m_committed += bytes;
+}
+
+void StoreState::evict_locked(const std::string& hex) {
+  const auto it = m_entries.find(hex);
+  if (it == m_entries.end()) return;
+  const fs::path path = blob_path(hex);
+  // Readers that still have the file open keep its bytes until they close.
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("blob store: cannot evict {}: {}", path.string(), detail::last_errno().message());
+  }
+  m_committed -= it->second.bytes;
+  m_lru.erase(it->second.lru_pos);
+  m_entries.erase(it);
+}
+
+std::error_code StoreState::reserve(std::uint64_t bytes) {
+  std::lock_guard lock(m_mutex);
+  if (bytes > m_max_bytes) return make_err(errc::insufficient_storage);
+  // committed + reserved <= max holds whenever the mutex is free, so none of
+  // these sums overflow for any realistic limit.
+  auto fits = [&](std::uint64_t freed) { return m_committed + m_reserved + bytes <= m_max_bytes + freed; };
+  std::vector<std::string> victims;
+  std::uint64_t freed = 0;
+  for (auto it = m_lru.rbegin(); it != m_lru.rend() && !fits(freed); ++it) {
+    const Entry& entry = m_entries.at(*it);
+    if (entry.pins > 0) continue;
+    victims.push_back(*it);
+    freed += entry.bytes;
+  }
+  if (!fits(freed)) return make_err(errc::insufficient_storage);
+  for (const auto& hex : victims) evict_locked(hex);
+  m_reserved += bytes;
+  return {};
+}
+
+void StoreState::release(std::uint64_t bytes) {
+  std::lock_guard lock(m_mutex);
+  m_reserved -= bytes;
+}
+
+bool StoreState::pin(const std::string& hex) {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_entries.find(hex);
+  if (it == m_entries.end()) return false;
+  ++it->second.pins;
+  m_lru.splice(m_lru.begin(), m_lru, it->second.lru_pos);
+  return true;
+}
+
+void StoreState::unpin(const std::string& hex) {
+  std::lock_guard lock(m_mutex);
+  // A pinned entry is never removed, so it is still here.
+  const auto it = m_entries.find(hex);
+  if (it != m_entries.end() && it->second.pins > 0) --it->second.pins;
+}
+
+void StoreState::forget_if_unpinned(const std::string& hex) {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_entries.find(hex);
+  if (it == m_entries.end() || it->second.pins > 0) return;
+  m_committed -= it->second.bytes;
+  m_lru.erase(it->second.lru_pos);
+  m_entries.erase(it);
+}
+
+result<StoreState::Placed> StoreState::place(const fs::path& staging, const std::string& hex, std::uint64_t reserved) {
+  std::lock_guard lock(m_mutex);
+  if (const auto it = m_entries.find(hex); it != m_entries.end()) {
+    m_lru.splice(m_lru.begin(), m_lru, it->second.lru_pos);
+    m_reserved -= reserved;
+    return Placed::existed;
+  }
+  const fs::path target = blob_path(hex);
+  if (::rename(staging.c_str(), target.c_str()) != 0) return detail::last_errno();
+  m_reserved -= reserved;
+  insert_locked(hex, reserved);
+  return Placed::renamed;
+}
+
+StoreUsage StoreState::usage() const {
+  std::lock_guard lock(m_mutex);
+  return {m_committed, m_reserved, m_max_bytes, m_entries.size()};
+}
+
+class DiskBlobReader final : public BlobReader {
+ public:
+  // `store` and `pinned` are set for readers from open(): the destructor
+  // unpins. Readers over staging files pin nothing.
+  DiskBlobReader(UniqueFd fd, std::uint64_t size, fs::path path, std::shared_ptr<StoreState> store = nullptr,
+                 std::string pinned = {})
+      : m_fd(std::move(fd)), m_size(size), m_path(std::move(path)), m_store(std::move(store)), m_pinned(std::move(pinned)) {}
+  ~DiskBlobReader() override {
+    if (m_store) m_store->unpin(m_pinned);
+  }
+  DiskBlobReader(const DiskBlobReader&) = delete;
+  DiskBlobReader& operator=(const DiskBlobReader&) = delete;
+
+  std::uint64_t size() const override { return m_size; }
+
+  net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
+    auto n = detail::pread_full(m_fd.get(), buf, offset);
+    if (!n) co_return detail::io_error("read", m_path, n.error());
+    co_return *n;
+  }
+
+  int native_handle() const noexcept override { return m_fd.get(); }
+
+ private:
+  UniqueFd m_fd;
+  std::uint64_t m_size;
+  fs::path m_path;  // for error messages only
+  std::shared_ptr<StoreState> m_store;
+  std::string m_pinned;
+};
+
+class DiskBlobWriter final : public BlobWriter {
+ public:
+  DiskBlobWriter(std::shared_ptr<StoreState> store, const ExpectedContent& expected, std::uint64_t reserved,
+                 fs::path staging, UniqueFd fd)
+      : m_store(std::move(store)),
+        m_expected(expected),
+        m_reserved(reserved),
+        m_staging(std::move(staging)),
+        m_fd(std::move(fd)) {
+    if (m_expected.git_sha1) m_git_sha1.emplace(m_expected.size);
+  }
+  ~DiskBlobWriter() override {
+    if (m_phase == Phase::open) discard();
+  }
+  DiskBlobWriter(const DiskBlobWriter&) = delete;
+  DiskBlobWriter& operator=(const DiskBlobWriter&) = delete;
+
+  net::awaitable<result<void>> append(std::span<const std::byte> data) override {
+    if (m_phase == Phase::failed) co_return m_failure;
+    if (data.empty()) co_return result<void>();
+    // Once commit() has started every expected byte is there, so any more is
+    // too many. (The commit owns the staging file now: do not discard.)
+    if (m_phase != Phase::open) co_return make_err(errc::integrity_mismatch);
+    if (data.size() > m_expected.size - m_written) {
+      spdlog::warn("blob store: more than the expected {} bytes appended to {}", m_expected.size, m_staging.string());
+      co_return fail(make_err(errc::integrity_mismatch));
+    }
+    const std::uint64_t offset = m_written;
+    if (auto ec = detail::pwrite_all(m_fd.get(), data, offset)) co_return fail(detail::io_error("write", m_staging, ec));
+    m_sha256.update(data);
+    if (m_git_sha1) m_git_sha1->update(data);
+    m_written.store(offset + data.size(), std::memory_order_release);
+    co_return result<void>();
+  }
+
+  std::uint64_t written() const noexcept override { return m_written.load(std::memory_order_acquire); }
+
+  result<BlobReaderPtr> open_reader() override {
+    if (m_phase == Phase::failed) return m_failure;
+    // After a commit the staging name is gone; the blob's final name has the
+    // same bytes.
+    const fs::path path = m_key ? m_store->blob_path(m_key->hex()) : m_staging;
+    auto fd = detail::open_file(path, O_RDONLY);
+    if (!fd) return detail::io_error("open", path, fd.error());
+    return BlobReaderPtr(std::make_unique<DiskBlobReader>(std::move(*fd), m_expected.size, path));
+  }
+
+  net::awaitable<result<core::Sha256>> commit() override {
+    if (m_phase == Phase::committed) co_return *m_key;
+    if (m_phase != Phase::open) co_return m_phase == Phase::failed ? m_failure : make_err(errc::storage_io);
+    if (m_written != m_expected.size) {
+      spdlog::warn("blob store: size mismatch for {}: expected {} bytes, got {}", m_staging.string(), m_expected.size,
+                   m_written.load());
+      co_return fail(make_err(errc::integrity_mismatch));
+    }
+    const core::Sha256 key = m_sha256.finish();
+    if (m_expected.sha256 && *m_expected.sha256 != key) {
+      spdlog::warn("blob store: sha256 mismatch: expected {}, got {}", m_expected.sha256->hex(), key.hex());
+      co_return fail(make_err(errc::integrity_mismatch));
+    }
+    if (m_git_sha1) {
+      const core::GitSha1 actual = m_git_sha1->finish();
+      if (actual != *m_expected.git_sha1) {
+        spdlog::warn("blob store: git sha1 mismatch: expected {}, got {}", m_expected.git_sha1->hex(), actual.hex());
+        co_return fail(make_err(errc::integrity_mismatch));
+      }
+    }
+
+    // From here the pool job owns the staging file, its descriptor and the
+    // reservation, and cleans up on every path, so nothing dangles even if
+    // this coroutine is destroyed while suspended.
+    m_phase = Phase::committing;
+    auto job = [store = m_store, staging = m_staging, fd = std::move(m_fd), hex = key.hex(),
+                reserved = m_reserved]() mutable -> result<void> {
+          auto discard = [&] {
+            ::unlink(staging.c_str());
+            store->release(reserved);
+          };
+          if (auto ec = detail::fsync_fd(fd.get())) {
+            discard();
+            return detail::io_error("fsync", staging, ec);
+          }
+          fd.reset();
+          auto placed = store->place(staging, hex, reserved);
+          if (!placed) {
+            discard();
+            return detail::io_error("rename", staging, placed.error());
+          }
+          if (*placed == StoreState::Placed::existed) {
+            ::unlink(staging.c_str());  // place() already released the reservation
+            return {};
+          }
+          // The blob is visible already; a failed directory fsync only means a
+          // crash could lose it, which the caller hears about.
+          const fs::path dir = store->blob_path(hex).parent_path();
+          if (auto ec = detail::fsync_dir(dir)) return detail::io_error("fsync", dir, ec);
+          return {};
+    };
+    // Named, not a temporary inside co_await: see run_blocking().
+    auto done = co_await run_blocking(m_store->pool(), std::move(job));
+    if (!done) {
+      m_phase = Phase::failed;
+      m_failure = done.error();
+      co_return m_failure;
+    }
+    m_phase = Phase::committed;
+    m_key = key;
+    co_return key;
+  }
+
+ private:
+  enum class Phase { open, committing, committed, failed };
+
+  // Drops the staging data and the reservation, remembering `ec` for later
+  // calls. Returns `ec`.
+  std::error_code fail(std::error_code ec) {
+    discard();
+    m_failure = ec;
+    return ec;
+  }
+
+  void discard() {
+    m_phase = Phase::failed;
+    m_fd.reset();
+    // Unlinking a large file can take a while on some file systems; keep it
+    // off the caller's (I/O) thread. If the pool is stopped first, startup
+    // removes the leftover.
+    net::post(m_store->pool(), [path = m_staging] { ::unlink(path.c_str()); });
+    m_store->release(m_reserved);
+  }
+
+  std::shared_ptr<StoreState> m_store;
+  const ExpectedContent m_expected;
+  const std::uint64_t m_reserved;  // bytes reserved in m_store until commit or discard
+  const fs::path m_staging;
+  UniqueFd m_fd;  // O_WRONLY on m_staging while open
+  util::Sha256Hasher m_sha256;
+  std::optional<util::GitBlobHasher> m_git_sha1;
+  // Atomic so a flight may poll written() from another thread while the
+  // owning coroutine appends.
+  std::atomic<std::uint64_t> m_written{0};
+  Phase m_phase = Phase::open;
+  std::optional<core::Sha256> m_key;  // set by a successful commit
+  std::error_code m_failure;          // set when m_phase == failed
+};
+
+class DiskBlobStore final : public BlobStore {
+ public:
+  DiskBlobStore(UniqueFd root_lock, std::shared_ptr<StoreState> state)
+      : m_root_lock(std::move(root_lock)), m_state(std::move(state)) {}
+
+  net::awaitable<result<std::optional<BlobReaderPtr>>> open(const core::Sha256& key) override {
+    const std::string hex = key.hex();
+    // Pin first: from here on eviction leaves the file alone.
+    if (!m_state->pin(hex)) co_return std::optional<BlobReaderPtr>();
+    const fs::path path = m_state->blob_path(hex);
+    auto fd = detail::open_file(path, O_RDONLY);
+    struct stat st {};
+    if (fd && ::fstat(fd->get(), &st) != 0) fd = detail::last_errno();
+    if (!fd) {
+      m_state->unpin(hex);
+      if (fd.error() == std::errc::no_such_file_or_directory) {
+        spdlog::warn("blob store: {} vanished from disk; dropping it from the index", path.string());
+        m_state->forget_if_unpinned(hex);
+        co_return std::optional<BlobReaderPtr>();
+      }
+      co_return detail::io_error("open", path, fd.error());
+    }
+    // Persist "recently used" for the LRU rebuild at the next start. Explicit,
+    // because relatime/noatime mounts would not record it; best effort, off
+    // the I/O thread.
+    net::post(m_state->pool(), [path] {
+      const struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+      ::utimensat(AT_FDCWD, path.c_str(), times, 0);
+    });
+    BlobReaderPtr reader = std::make_unique<DiskBlobReader>(std::move(*fd), static_cast<std::uint64_t>(st.st_size),
+                                                            path, m_state, hex);
+    co_return std::optional<BlobReaderPtr>(std::move(reader));
+  }
+
+  net::awaitable<result<BlobWriterPtr>> create(const ExpectedContent& expected) override {
+    const ExpectedContent content = expected;
+    if (!content.sha256 && !content.git_sha1) co_return make_err(errc::bad_request);
+    auto job = [state = m_state, content]() -> result<BlobWriterPtr> {
+      const std::uint64_t bytes = round_up(content.size);
+      if (auto ec = state->reserve(bytes)) {
+        spdlog::info("blob store: no room for a blob of {} bytes: {}", content.size, ec.message());
+        return ec;
+      }
+      const fs::path staging = state->new_staging_path();
+      auto fd = detail::open_file(staging, O_WRONLY | O_CREAT | O_EXCL, 0644);
+      if (!fd) {
+        state->release(bytes);
+        return detail::io_error("create", staging, fd.error());
+      }
+      return BlobWriterPtr(std::make_unique<DiskBlobWriter>(state, content, bytes, staging, std::move(*fd)));
+    };
+    co_return co_await run_blocking(m_state->pool(), std::move(job));
+  }
+
+  StoreUsage usage() const override { return m_state->usage(); }
+
+ private:
+  // Held by the store object, not the shared state: readers, writers and
+  // finishing pool jobs may keep the state alive a little longer, and a
+  // restart must not trip over them.
+  UniqueFd m_root_lock;
+  std::shared_ptr<StoreState> m_state;
+};
+
+}  // namespace
+
+std::unique_ptr<BlobStore> make_disk_blob_store(const DiskStoreOptions& options, net::thread_pool& blocking) {
+  if (options.root.empty()) fail_startup("no root directory configured");
+  UniqueFd lock = lock_root(options.root);
+  auto state = std::make_shared<StoreState>(options, blocking);
+  return std::make_unique<DiskBlobStore>(std::move(lock), std::move(state));
+}
+
+}  // namespace hubcache::storage

@@ -1,1 +1,212 @@
-// placeholder: being written
+// The on-disk MetadataIndex: one small JSON file per record, written with
+// posix_file's atomic write. Layout under `dir` (format 1):
+//   dir/index.json                       {"format": 1}; another version refuses to start
+//   dir/files/<aa>/<hex>.json            hex = sha256 of the key's canonical encoding;
+//                                        {"key": {...FileKey}, "record": {...FileRecord}}
+//   dir/etags/<aa>/<hex>.json            hex = sha256 of the unquoted etag (upstream
+//                                        etags are not trusted as file names);
+//                                        {"etag": "...", "sha256": "..."}
+//   <any of the above>.tmp-<random>      leftover of a crash mid-write; never read
+//
+// Each file holds its own key, so a lookup verifies it found what it asked
+// for. A file that does not parse or does not match is treated as absent
+// (and logged): the worst case is a refetch from upstream, never a crash.
+//
+// No in-memory cache and no lock: every record is a whole file replaced by
+// rename, so readers see the old or the new version, never a mix.
+#include <hubcache/storage/metadata_index.hpp>
+
+#include "posix_file.hpp"
+
+#include <hubcache/util/hash.hpp>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+namespace hubcache::storage {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr int k_format = 1;
+// Records are a few hundred bytes; anything much larger is not ours.
+constexpr std::size_t k_max_file_bytes = 64 * 1024;
+
+std::string sha256_hex(std::string_view data) {
+  util::Sha256Hasher hasher;
+  hasher.update(data);
+  return hasher.finish().hex();
+}
+
+// Length-prefixed fields: unambiguous for any bytes ("a/b"+"c" differs from
+// "a"+"b/c") and independent of how a JSON library escapes strings.
+std::string canonical_key(const FileKey& key) {
+  std::string out;
+  for (const std::string* field : {&key.repo_type, &key.repo, &key.commit, &key.path, &key.kind}) {
+    out += std::to_string(field->size());
+    out += ':';
+    out += *field;
+  }
+  return out;
+}
+
+json key_to_json(const FileKey& key) {
+  return {{"repo_type", key.repo_type}, {"repo", key.repo}, {"commit", key.commit}, {"path", key.path},
+          {"kind", key.kind}};
+}
+
+// These throw nlohmann::json::exception on a malformed document; callers
+// catch it.
+FileKey key_from_json(const json& j) {
+  return {j.at("repo_type").get<std::string>(), j.at("repo").get<std::string>(), j.at("commit").get<std::string>(),
+          j.at("path").get<std::string>(), j.at("kind").get<std::string>()};
+}
+
+core::Sha256 sha256_from_json(const json& j) {
+  auto digest = core::Sha256::from_hex(j.get<std::string>());
+  if (!digest) throw json::other_error::create(501, "sha256 is not 64 hex digits", &j);
+  return *digest;
+}
+
+class DiskMetadataIndex final : public MetadataIndex {
+ public:
+  explicit DiskMetadataIndex(const fs::path& dir) : m_files(dir / "files"), m_etags(dir / "etags") {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw std::runtime_error("metadata index: cannot create " + dir.string() + ": " + ec.message());
+    const fs::path index_json = dir / "index.json";
+    auto text = detail::read_small_file(index_json, 4096);
+    if (!text) throw std::runtime_error("metadata index: cannot read " + index_json.string() + ": " + text.error().message());
+    if (!*text) {
+      if (auto wec = detail::write_file_atomic(index_json, json{{"format", k_format}}.dump() + "\n")) {
+        throw std::runtime_error("metadata index: cannot write " + index_json.string() + ": " + wec.message());
+      }
+    } else {
+      const auto doc = json::parse(**text, nullptr, /*allow_exceptions=*/false);
+      const auto format = doc.is_object() ? doc.find("format") : doc.end();
+      if (format == doc.end() || !format->is_number_integer()) {
+        throw std::runtime_error("metadata index: " + index_json.string() + " is not a valid index description");
+      }
+      if (format->get<std::int64_t>() != k_format) {
+        throw std::runtime_error("metadata index: " + index_json.string() + " has format " + format->dump() +
+                                 ", this hubcache supports format " + std::to_string(k_format) +
+                                 "; use a new directory or the matching hubcache version");
+      }
+    }
+    for (const auto& sub : {m_files, m_etags}) {
+      if (auto mec = detail::make_dir_durable(sub)) {
+        throw std::runtime_error("metadata index: cannot create " + sub.string() + ": " + mec.message());
+      }
+    }
+  }
+
+  result<std::optional<FileRecord>> get(const FileKey& key) override {
+    const fs::path path = record_path(key);
+    auto doc = read_json(path);
+    if (!doc) return doc.error();
+    if (!*doc) return std::optional<FileRecord>();
+    try {
+      const json& j = **doc;
+      if (key_from_json(j.at("key")) != key) {
+        spdlog::warn("metadata index: {} holds another key; ignoring it", path.string());
+        return std::optional<FileRecord>();
+      }
+      const json& r = j.at("record");
+      return std::optional<FileRecord>(FileRecord{r.at("etag").get<std::string>(), r.at("lfs").get<bool>(),
+                                                  r.at("size").get<std::uint64_t>(), sha256_from_json(r.at("sha256")),
+                                                  r.at("content_type").get<std::string>()});
+    } catch (const json::exception& e) {
+      spdlog::warn("metadata index: ignoring malformed record {}: {}", path.string(), e.what());
+      return std::optional<FileRecord>();
+    }
+  }
+
+  result<void> put(const FileKey& key, const FileRecord& record) override {
+    const json doc = {{"key", key_to_json(key)},
+                      {"record",
+                       {{"etag", record.etag},
+                        {"lfs", record.lfs},
+                        {"size", record.size},
+                        {"sha256", record.sha256.hex()},
+                        {"content_type", record.content_type}}}};
+    if (auto written = write_json(record_path(key), doc); !written) return written;
+    // The etag mapping goes second: a crash in between loses only the
+    // shortcut, never leaves a mapping to a record that was not written.
+    if (record.etag.empty()) return {};
+    return write_json(etag_path(record.etag), {{"etag", record.etag}, {"sha256", record.sha256.hex()}});
+  }
+
+  result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) override {
+    const fs::path path = etag_path(etag);
+    auto doc = read_json(path);
+    if (!doc) return doc.error();
+    if (!*doc) return std::optional<core::Sha256>();
+    try {
+      if ((*doc)->at("etag").get<std::string>() != etag) {
+        spdlog::warn("metadata index: {} holds another etag; ignoring it", path.string());
+        return std::optional<core::Sha256>();
+      }
+      return std::optional<core::Sha256>(sha256_from_json((*doc)->at("sha256")));
+    } catch (const json::exception& e) {
+      spdlog::warn("metadata index: ignoring malformed etag mapping {}: {}", path.string(), e.what());
+      return std::optional<core::Sha256>();
+    }
+  }
+
+ private:
+  static fs::path fanned_out(const fs::path& base, const std::string& hex) {
+    return base / hex.substr(0, 2) / (hex + ".json");
+  }
+  fs::path record_path(const FileKey& key) const { return fanned_out(m_files, sha256_hex(canonical_key(key))); }
+  fs::path etag_path(const std::string& etag) const { return fanned_out(m_etags, sha256_hex(etag)); }
+
+  // The parsed file; nullopt when it is absent or unreadable as JSON (logged).
+  static result<std::optional<json>> read_json(const fs::path& path) {
+    auto text = detail::read_small_file(path, k_max_file_bytes);
+    if (!text) {
+      if (text.error().value() == EFBIG) {
+        spdlog::warn("metadata index: ignoring oversized {}", path.string());
+        return std::optional<json>();
+      }
+      return detail::io_error("read", path, text.error());
+    }
+    if (!*text) return std::optional<json>();
+    json doc = json::parse(**text, nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded() || !doc.is_object()) {
+      spdlog::warn("metadata index: ignoring corrupt {}", path.string());
+      return std::optional<json>();
+    }
+    return std::optional<json>(std::move(doc));
+  }
+
+  // Returns result<void> rather than a bare error_code on purpose: a
+  // result<void> built from a zero error_code is still an error.
+  static result<void> write_json(const fs::path& path, const json& doc) {
+    std::string text;
+    try {
+      text = doc.dump();
+    } catch (const json::exception& e) {
+      // Only strings that are not valid UTF-8 fail to serialize; the Hub's
+      // paths and etags are UTF-8, so this is a malformed request.
+      spdlog::warn("metadata index: cannot encode record for {}: {}", path.string(), e.what());
+      return make_error_code(errc::bad_request);
+    }
+    if (auto ec = detail::make_dir_durable(path.parent_path())) return detail::io_error("mkdir", path.parent_path(), ec);
+    if (auto ec = detail::write_file_atomic(path, text)) return detail::io_error("write", path, ec);
+    return {};
+  }
+
+  const fs::path m_files;
+  const fs::path m_etags;
+};
+
+}  // namespace
+
+std::unique_ptr<MetadataIndex> make_disk_metadata_index(const std::filesystem::path& dir) {
+  return std::make_unique<DiskMetadataIndex>(dir);
+}
+
+}  // namespace hubcache::storage

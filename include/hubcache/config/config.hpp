@@ -43,6 +43,22 @@ struct Config {
   std::chrono::milliseconds client_timeout{60'000};
   // shutdown_grace: on SIGTERM/SIGINT, how long in-flight responses may take to finish.
   std::chrono::milliseconds shutdown_grace{10'000};
+  // revision_ttl: how long a branch/tag/PR -> commit answer (and listings at a
+  // branch) is reused before upstream is asked again. Seconds, because the Hub
+  // itself has been seen serving a stale revision briefly after a push.
+  std::chrono::milliseconds revision_ttl{5'000};
+  // metadata_ttl: how long repo info, refs and commit lists are reused.
+  std::chrono::milliseconds metadata_ttl{60'000};
+  // stale_while_revalidate: once an answer of a public repo stops being fresh,
+  // how long it is still served at once while one background request
+  // refreshes it. 0 turns this off.
+  std::chrono::milliseconds stale_while_revalidate{10'000};
+  // negative_ttl: how long "entry not found at this commit" is reused.
+  std::chrono::milliseconds negative_ttl{60'000};
+  // offline: never contact upstream; serve what the cache has (public repos only).
+  bool offline = false;
+  // read_only: refuse uploads and other writes relayed to upstream (405).
+  bool read_only = false;
 };
 
 // A bad value: the message names the key and what is wrong, in one line.
@@ -56,6 +72,7 @@ enum class ParseOutcome { run, help, version };
 struct Parsed {
   ParseOutcome outcome = ParseOutcome::run;
   Config config;
+  std::vector<std::string> warnings;  // one line each, for stderr (e.g. unknown HUBCACHE_* variables)
 };
 
 // Builds the configuration from defaults, the JSON file named by --config (or

@@ -11,6 +11,7 @@
 
 #include <hubcache/http/server.hpp>
 #include <hubcache/storage/blob_store.hpp>
+#include <hubcache/storage/document_store.hpp>
 #include <hubcache/storage/metadata_index.hpp>
 #include <hubcache/upstream/http_client.hpp>
 
@@ -24,12 +25,21 @@ namespace hubcache::hub {
 
 namespace net = boost::asio;
 
+// Freshness, offline and access rules; config.hpp documents each field.
+struct CachePolicy {
+  std::chrono::seconds public_ttl{60};
+  std::chrono::milliseconds revision_ttl{5'000};
+  std::chrono::milliseconds metadata_ttl{60'000};
+  std::chrono::milliseconds stale_while_revalidate{10'000};
+  std::chrono::milliseconds negative_ttl{60'000};
+  bool offline = false;
+  bool read_only = false;
+};
+
 struct ServiceOptions {
   upstream::Url upstream;        // the Hub, with an optional path prefix
   std::string public_url;        // scheme://host[:port] clients use; "" = from the Host header
-  // How long a repo that answered an anonymous request stays public, i.e.
-  // its cached bytes are served without asking upstream.
-  std::chrono::seconds public_ttl{60};
+  CachePolicy policy;
   // Longest a client waits for the next bytes of a fill before giving up.
   std::chrono::milliseconds fill_wait_timeout{60'000};
 };
@@ -38,6 +48,7 @@ struct ServiceDeps {
   std::shared_ptr<upstream::HttpClient> http;
   storage::BlobStore* store = nullptr;         // outlives the service
   storage::MetadataIndex* index = nullptr;     // outlives the service
+  storage::DocumentStore* docs = nullptr;      // outlives the service
   net::thread_pool* blocking = nullptr;        // outlives the service
   net::io_context* io = nullptr;               // runs fills; outlives the service
 };

@@ -151,6 +151,13 @@ std::vector<KeyCase> key_cases(const fs::path& ca_file) {
       {"upstream_timeout", "250ms", [](const Config& c) { EXPECT_EQ(c.upstream_timeout, milliseconds(250)); }},
       {"client_timeout", "2m", [](const Config& c) { EXPECT_EQ(c.client_timeout, milliseconds(120'000)); }},
       {"shutdown_grace", "1.5s", [](const Config& c) { EXPECT_EQ(c.shutdown_grace, milliseconds(1500)); }},
+      {"revision_ttl", "2s", [](const Config& c) { EXPECT_EQ(c.revision_ttl, milliseconds(2000)); }},
+      {"metadata_ttl", "3m", [](const Config& c) { EXPECT_EQ(c.metadata_ttl, milliseconds(180'000)); }},
+      {"stale_while_revalidate", "0",
+       [](const Config& c) { EXPECT_EQ(c.stale_while_revalidate, milliseconds(0)); }},
+      {"negative_ttl", "90s", [](const Config& c) { EXPECT_EQ(c.negative_ttl, milliseconds(90'000)); }},
+      {"offline", "true", [](const Config& c) { EXPECT_TRUE(c.offline); }},
+      {"read_only", "1", [](const Config& c) { EXPECT_TRUE(c.read_only); }},
   };
 }
 
@@ -326,7 +333,7 @@ TEST(ConfigHelp, OneLinePerOptionWithDefaultAndVariable) {
     EXPECT_TRUE(contains(line, "[default: ")) << line;
     EXPECT_TRUE(contains(line, "env: " + env_of(key) + "]")) << line;
   }
-  EXPECT_EQ(options, 13);
+  EXPECT_EQ(options, 19);
   for (const char* text :
        {"--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 100GiB", "default: https://huggingface.co",
         "default: 30s", "default: 1m", "default: $XDG_CACHE_HOME/hubcache", "-h, --help", "--version", "powers of 1024",
@@ -456,10 +463,14 @@ TEST(ConfigErrors, MissingFlagValue) {
   EXPECT_TRUE(starts_with(error_of({"--config"}), "--config: missing value"));
 }
 
-TEST(ConfigErrors, UnknownEnvironmentVariables) {
-  EXPECT_EQ(error_of({}, {"HUBCACHE_CACHEDIR=/x"}),
-            "HUBCACHE_CACHEDIR: unknown variable; hubcache reads only the HUBCACHE_* names listed in --help "
+TEST(ConfigErrors, UnknownEnvironmentVariablesWarn) {
+  // Kubernetes injects HUBCACHE_PORT etc. for a Service named hubcache: warn, start anyway.
+  const Parsed p = parse({}, {"HUBCACHE_CACHEDIR=/x", "HUBCACHE_PORT=tcp://10.0.0.1:8080"});
+  ASSERT_EQ(p.warnings.size(), 2u);
+  EXPECT_EQ(p.warnings[0],
+            "HUBCACHE_CACHEDIR: unknown variable, ignored; hubcache reads only the HUBCACHE_* names listed in --help "
             "(did you mean HUBCACHE_CACHE_DIR?)");
+  EXPECT_NE(p.config.cache_dir, fs::path("/x"));
   // Other programs' variables are none of our business.
   EXPECT_NO_THROW(parse({}, {"HUBCACHEX=1", "PATH=/bin", "NOEQUALS"}));
 }
@@ -524,6 +535,16 @@ TEST(ConfigExample, DocumentsEveryKey) {
     ASSERT_NE(first, std::string::npos) << k.key;
     EXPECT_NE(text.find(needle, first + 1), std::string::npos) << k.key << " has no _doc line";
   }
+}
+
+TEST(ConfigSources, BareSwitchFlags) {
+  const Parsed p = parse({"--offline", "--read-only", "--threads", "2"}, {});
+  EXPECT_TRUE(p.config.offline);
+  EXPECT_TRUE(p.config.read_only);
+  EXPECT_EQ(p.config.threads, 2u);
+  EXPECT_FALSE(parse({"--offline=false"}, {}).config.offline);
+  EXPECT_THROW(parse({"--offline=maybe"}, {}), ConfigError);
+  EXPECT_THROW(parse({}, {"HUBCACHE_READ_ONLY=sure"}), ConfigError);
 }
 
 }  // namespace

@@ -119,3 +119,61 @@ TEST(FlightRegistry, FirstCallerLeadsOthersJoin) {
 
 }  // namespace
 }  // namespace hubcache::flight
+
+namespace hubcache::flight {
+namespace {
+
+TEST(Watermark, SmallAdvancesAreBatchedButNeverLost) {
+  // Wake-ups are batched (1000 bytes or 1 hour here), yet a waiter that
+  // arrives late still sees every byte, and finish() wakes everyone.
+  net::io_context ioc;
+  Watermark wm(1000, std::chrono::hours(1));
+  wm.advance(1);
+  wm.advance(10);
+  auto st = test::run(ioc, wm.wait_beyond(5, 1s));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->available, 10u);  // state is current even when no wake-up was sent
+
+  // A parked waiter is not woken by a small advance...
+  bool woke = false;
+  net::co_spawn(ioc, [&]() -> net::awaitable<void> {
+    auto r = co_await wm.wait_beyond(10, 5s);
+    woke = r.has_value();
+  }, net::detached);
+  ioc.restart();
+  ioc.run_for(50ms);
+  wm.advance(20);
+  ioc.run_for(50ms);
+  EXPECT_FALSE(woke);
+  // ...but by a large one.
+  wm.advance(2000);
+  ioc.run_for(200ms);
+  EXPECT_TRUE(woke);
+}
+
+}  // namespace
+}  // namespace hubcache::flight
+
+namespace hubcache::flight {
+namespace {
+
+TEST(Watermark, WaitsForWantedAmountButTricklesWhenSlow) {
+  net::io_context ioc;
+  Watermark wm(1, std::chrono::milliseconds(100));
+  wm.advance(10);
+  // 10 bytes past offset 0 are there, but 100 are wanted: the call returns
+  // after the wake interval with what there is, not at once.
+  const auto start = std::chrono::steady_clock::now();
+  auto st = test::run(ioc, wm.wait_beyond(0, 5s, 100));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->available, 10u);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 90ms);
+  // Enough available: immediate.
+  wm.advance(200);
+  auto st2 = test::run(ioc, wm.wait_beyond(0, 5s, 100));
+  ASSERT_TRUE(st2.has_value());
+  EXPECT_EQ(st2->available, 200u);
+}
+
+}  // namespace
+}  // namespace hubcache::flight

@@ -1,0 +1,60 @@
+// ApiHandler: the Hub's metadata API through the cache, and the relay for
+// everything hubcache does not cache.
+//
+// Cached (see docs/caching.md): repo info, revision info, tree listings,
+// paths-info, refs and commit lists. Answers at a commit (tree, paths-info
+// without expand) never change; the rest are fresh for a TTL. Only answers
+// fetched anonymously are shared between callers, and only while the repo is
+// known public; an answer fetched with a token is reused for that token only.
+// When upstream is unreachable, times out, answers 5xx or 429, or hubcache
+// runs offline, the last known answer is served with a Warning header.
+//
+// Thread safety: handle() may run concurrently on any number of strands.
+#pragma once
+
+#include "api_route.hpp"
+#include "hub_client.hpp"
+#include "state.hpp"
+
+#include <hubcache/http/server.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <mutex>
+#include <set>
+
+namespace hubcache::hub {
+
+class ApiHandler {
+ public:
+  ApiHandler(HubClient& hub, HubState& state, net::io_context& io, std::string public_url);
+
+  // A cacheable metadata route.
+  net::awaitable<void> handle(http::Exchange& ex, const ApiRoute& route);
+  // Anything else: streamed to upstream and back with the caller's credentials.
+  net::awaitable<void> relay(http::Exchange& ex);
+  net::awaitable<void> preflight(http::Exchange& ex);
+
+  // Absolute upstream URLs in Link / Location values, pointed at hubcache.
+  std::string rewrite_urls(std::string_view value, const http::Request& req) const;
+
+ private:
+  struct Fetched;
+  net::awaitable<result<Fetched>> fetch(const http::Request& req, bool anonymous);
+  net::awaitable<void> serve(http::Exchange& ex, const CachedAnswer& answer, std::string_view warning);
+  std::chrono::milliseconds ttl_for(const ApiRoute& route, const CachedAnswer& answer) const;
+  void refresh_in_background(const ApiRoute& route, const http::Request& req);
+  net::awaitable<void> store(const ApiRoute& route, const CachedAnswer& answer);
+
+  HubClient& m_hub;
+  HubState& m_state;
+  net::io_context& m_io;
+  const std::string m_public_url;
+  std::mutex m_mutex;
+  std::set<std::string> m_refreshing;  // cache keys with a background refresh running; guarded by m_mutex
+};
+
+// The response a client gets for a relayed upstream refusal.
+http::StringResponse answer_response(UpstreamAnswer answer, unsigned version);
+
+}  // namespace hubcache::hub

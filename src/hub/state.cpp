@@ -1,0 +1,122 @@
+#include "state.hpp"
+
+#include <hubcache/util/blocking.hpp>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace hubcache::hub {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count();
+}
+
+std::optional<std::int64_t> parse_seconds(std::string_view s) {
+  std::int64_t v = 0;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || v < 0) return std::nullopt;
+  return v;
+}
+
+// Without a usable hint, wait this long; and never longer than the cap, so a
+// bogus header cannot take the Hub away for hours.
+constexpr std::int64_t k_default_backoff_s = 5;
+constexpr std::int64_t k_max_backoff_s = 300;
+
+}  // namespace
+
+std::string repo_key(core::RepoType type, const std::string& repo) {
+  return std::string(core::to_string(type)) + ":" + repo;
+}
+
+HubState::HubState(CachePolicy policy, storage::DocumentStore& docs, net::thread_pool& blocking)
+    : m_policy(policy), m_docs(docs), m_blocking(blocking), m_public(policy.public_ttl) {}
+
+net::awaitable<void> HubState::saw_public(core::RepoType type, const std::string& repo) {
+  const auto key = repo_key(type, repo);
+  m_public.mark(key);
+  {
+    std::lock_guard lock(m_mutex);
+    if (!m_persisted_public.insert(key).second) co_return;
+  }
+  co_await put_document(public_key(type, repo), std::to_string(unix_now()));
+}
+
+net::awaitable<void> HubState::saw_refusal(core::RepoType type, const std::string& repo) {
+  const auto key = repo_key(type, repo);
+  m_public.forget(key);
+  bool persisted = false;
+  {
+    std::lock_guard lock(m_mutex);
+    persisted = m_persisted_public.erase(key) > 0;
+  }
+  if (persisted || get_document(public_key(type, repo))) co_await put_document(public_key(type, repo), "0");
+}
+
+bool HubState::public_now(core::RepoType type, const std::string& repo) const {
+  return m_public.is_public(repo_key(type, repo));
+}
+
+bool HubState::last_known_public(core::RepoType type, const std::string& repo) {
+  if (public_now(type, repo)) return true;
+  auto doc = get_document(public_key(type, repo));
+  return doc && *doc != "0" && !doc->empty();
+}
+
+std::optional<RevisionMapping> HubState::mapping(core::RepoType type, const std::string& repo,
+                                                 const std::string& revision) {
+  auto doc = get_document(mapping_key(type, repo, revision));
+  if (!doc) return std::nullopt;
+  return decode_mapping(*doc);
+}
+
+net::awaitable<void> HubState::remember_mapping(core::RepoType type, const std::string& repo,
+                                                const std::string& revision, const std::string& commit,
+                                                const std::string& cred) {
+  const auto revision_ttl_s = std::chrono::duration_cast<std::chrono::seconds>(m_policy.revision_ttl).count();
+  if (auto old = mapping(type, repo, revision);
+      old && old->commit == commit && old->cred == cred && unix_now() - old->fetched_at < std::max<std::int64_t>(1, revision_ttl_s)) {
+    co_return;  // nothing new: spare the fsync
+  }
+  co_await put_document(mapping_key(type, repo, revision), encode(RevisionMapping{commit, unix_now(), cred}));
+}
+
+void HubState::back_off(const boost::beast::http::fields& headers) {
+  std::int64_t seconds = k_default_backoff_s;
+  if (auto ra = parse_seconds(headers["Retry-After"])) {
+    seconds = *ra;
+  } else {
+    // RateLimit: "api";r=0;t=42
+    const auto rl = std::string_view(headers["RateLimit"]);
+    if (auto t = rl.find("t="); t != std::string_view::npos) {
+      auto end = rl.find(';', t);
+      if (auto v = parse_seconds(rl.substr(t + 2, end == std::string_view::npos ? end : end - t - 2))) seconds = *v;
+    }
+  }
+  seconds = std::clamp<std::int64_t>(seconds, 1, k_max_backoff_s);
+  m_backoff_until_ms = now_ms() + seconds * 1000;
+  spdlog::warn("upstream rate-limited us (429): not asking it for {} s, serving from cache meanwhile", seconds);
+}
+
+bool HubState::backing_off() const noexcept { return now_ms() < m_backoff_until_ms.load(); }
+
+net::awaitable<void> HubState::put_document(std::string key, std::string value) {
+  auto* docs = &m_docs;
+  // Named, not a temporary: GCC 12 double-destroys capturing lambda temporaries in co_await.
+  auto job = [docs, key = std::move(key), value = std::move(value)] { return docs->put(key, value); };
+  auto r = co_await util::run_blocking(m_blocking, std::move(job));
+  if (!r) spdlog::warn("could not store a metadata record: {}", r.error().message());
+}
+
+std::optional<std::string> HubState::get_document(const std::string& key) {
+  auto r = m_docs.get(key);
+  if (!r) return std::nullopt;
+  return std::move(*r);
+}
+
+}  // namespace hubcache::hub

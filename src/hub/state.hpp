@@ -1,0 +1,72 @@
+// HubState: what the Hub front remembers across requests, shared by the file
+// and API handlers: which repos are public, revision -> commit mappings,
+// upstream rate-limit backoff, and the caching policy.
+//
+// Thread safety: all members are safe from any coroutine.
+#pragma once
+
+#include "api_cache.hpp"
+#include "public_repos.hpp"
+
+#include <hubcache/hub/service.hpp>
+#include <hubcache/storage/document_store.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/http/fields.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace hubcache::hub {
+
+namespace net = boost::asio;
+
+class HubState {
+ public:
+  HubState(CachePolicy policy, storage::DocumentStore& docs, net::thread_pool& blocking);
+
+  const CachePolicy& policy() const noexcept { return m_policy; }
+  PublicRepos& public_repos() noexcept { return m_public; }
+
+  // An anonymous request succeeded upstream: the repo is public now. Recorded
+  // in memory (for public_ttl) and, once per process, durably (for offline).
+  net::awaitable<void> saw_public(core::RepoType type, const std::string& repo);
+  // A refusal to an anonymous caller: not public any more.
+  net::awaitable<void> saw_refusal(core::RepoType type, const std::string& repo);
+  // Public now (memory), or public when last seen (durable marker; for
+  // serving cached content while upstream cannot be asked).
+  bool public_now(core::RepoType type, const std::string& repo) const;
+  bool last_known_public(core::RepoType type, const std::string& repo);
+
+  std::optional<RevisionMapping> mapping(core::RepoType type, const std::string& repo, const std::string& revision);
+  // Stores a mapping unless an identical one younger than revision_ttl is there.
+  net::awaitable<void> remember_mapping(core::RepoType type, const std::string& repo, const std::string& revision,
+                                        const std::string& commit, const std::string& cred);
+
+  // Upstream said 429: stop asking it until Retry-After / RateLimit t= passes.
+  void back_off(const boost::beast::http::fields& headers);
+  bool backing_off() const noexcept;
+
+  // Durable document write off the I/O threads; failures are logged (a lost
+  // record only costs a future upstream request).
+  net::awaitable<void> put_document(std::string key, std::string value);
+  std::optional<std::string> get_document(const std::string& key);
+
+ private:
+  const CachePolicy m_policy;
+  storage::DocumentStore& m_docs;
+  net::thread_pool& m_blocking;
+  PublicRepos m_public;
+  std::atomic<std::int64_t> m_backoff_until_ms{0};  // steady_clock ms
+  std::mutex m_mutex;
+  std::set<std::string> m_persisted_public;  // guarded by m_mutex
+};
+
+std::string repo_key(core::RepoType type, const std::string& repo);
+
+}  // namespace hubcache::hub
