@@ -203,7 +203,7 @@ class StoreState {
   void load_blobs();
   // REQUIRES: m_mutex held (or single-threaded startup).
   void insert_locked(const std::string& hex, std::uint64_t bytes);
-  void evict_locked(const std::string& hex);
+  void evict_locked(std::string hex);
 
   const fs::path m_root;
   const fs::path m_blobs;
@@ -308,13 +308,15 @@ void StoreState::insert_locked(const std::string& hex, std::uint64_t bytes) {
   m_committed += bytes;
 }
 
-void StoreState::evict_locked(const std::string& hex) {
+void StoreState::evict_locked(std::string hex) {  // a copy: callers pass m_lru's own strings
   const auto it = m_entries.find(hex);
   if (it == m_entries.end()) return;
   const fs::path path = blob_path(hex);
   // Readers that still have the file open keep its bytes until they close.
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    spdlog::warn("blob store: cannot evict {}: {}", path.string(), detail::last_errno().message());
+  if (::unlink(path.c_str()) != 0) {
+    if (const auto ec = detail::last_errno(); ec != std::errc::no_such_file_or_directory) {
+      spdlog::warn("blob store: cannot evict {}: {}", path.string(), ec.message());
+    }
   }
   m_committed -= it->second.bytes;
   m_lru.erase(it->second.lru_pos);
@@ -421,6 +423,9 @@ class DiskBlobReader final : public BlobReader {
   std::string m_pinned;
 };
 
+// Owned by one coroutine (append/commit/destruction), as BlobWriter says.
+// written() and open_reader() may also be called from other threads while
+// the owner works: they read only atomics and fields published before them.
 class DiskBlobWriter final : public BlobWriter {
  public:
   DiskBlobWriter(std::shared_ptr<StoreState> store, const ExpectedContent& expected, std::uint64_t reserved,
@@ -433,45 +438,52 @@ class DiskBlobWriter final : public BlobWriter {
     if (m_expected.git_sha1) m_git_sha1.emplace(m_expected.size);
   }
   ~DiskBlobWriter() override {
-    if (m_phase == Phase::open) discard();
+    if (m_phase.load() == Phase::open) discard();
   }
   DiskBlobWriter(const DiskBlobWriter&) = delete;
   DiskBlobWriter& operator=(const DiskBlobWriter&) = delete;
 
   net::awaitable<result<void>> append(std::span<const std::byte> data) override {
-    if (m_phase == Phase::failed) co_return m_failure;
+    const Phase phase = m_phase.load();
+    if (phase == Phase::failed) co_return m_failure;
     if (data.empty()) co_return result<void>();
     // Once commit() has started every expected byte is there, so any more is
     // too many. (The commit owns the staging file now: do not discard.)
-    if (m_phase != Phase::open) co_return make_err(errc::integrity_mismatch);
-    if (data.size() > m_expected.size - m_written) {
+    if (phase != Phase::open) co_return make_err(errc::integrity_mismatch);
+    const std::uint64_t offset = m_written.load();
+    if (data.size() > m_expected.size - offset) {
       spdlog::warn("blob store: more than the expected {} bytes appended to {}", m_expected.size, m_staging.string());
       co_return fail(make_err(errc::integrity_mismatch));
     }
-    const std::uint64_t offset = m_written;
     if (auto ec = detail::pwrite_all(m_fd.get(), data, offset)) co_return fail(detail::io_error("write", m_staging, ec));
     m_sha256.update(data);
     if (m_git_sha1) m_git_sha1->update(data);
-    m_written.store(offset + data.size(), std::memory_order_release);
+    m_written.store(offset + data.size());
     co_return result<void>();
   }
 
-  std::uint64_t written() const noexcept override { return m_written.load(std::memory_order_acquire); }
+  std::uint64_t written() const noexcept override { return m_written.load(); }
 
   result<BlobReaderPtr> open_reader() override {
-    if (m_phase == Phase::failed) return m_failure;
-    // After a commit the staging name is gone; the blob's final name has the
-    // same bytes.
-    const fs::path path = m_key ? m_store->blob_path(m_key->hex()) : m_staging;
+    const Phase phase = m_phase.load();
+    if (phase == Phase::failed) return m_failure;
+    fs::path path = phase == Phase::committed ? m_store->blob_path(m_key_hex) : m_staging;
     auto fd = detail::open_file(path, O_RDONLY);
+    if (!fd && phase == Phase::committing && fd.error() == std::errc::no_such_file_or_directory) {
+      // The commit renamed the file meanwhile; its final name has the same bytes.
+      path = m_store->blob_path(m_key_hex);
+      fd = detail::open_file(path, O_RDONLY);
+    }
     if (!fd) return detail::io_error("open", path, fd.error());
     return BlobReaderPtr(std::make_unique<DiskBlobReader>(std::move(*fd), m_expected.size, path));
   }
 
   net::awaitable<result<core::Sha256>> commit() override {
-    if (m_phase == Phase::committed) co_return *m_key;
-    if (m_phase != Phase::open) co_return m_phase == Phase::failed ? m_failure : make_err(errc::storage_io);
-    if (m_written != m_expected.size) {
+    const Phase phase = m_phase.load();
+    if (phase == Phase::committed) co_return m_key;
+    if (phase == Phase::failed) co_return m_failure;
+    if (phase == Phase::committing) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
+    if (m_written.load() != m_expected.size) {
       spdlog::warn("blob store: size mismatch for {}: expected {} bytes, got {}", m_staging.string(), m_expected.size,
                    m_written.load());
       co_return fail(make_err(errc::integrity_mismatch));
@@ -492,42 +504,43 @@ class DiskBlobWriter final : public BlobWriter {
     // From here the pool job owns the staging file, its descriptor and the
     // reservation, and cleans up on every path, so nothing dangles even if
     // this coroutine is destroyed while suspended.
-    m_phase = Phase::committing;
-    auto job = [store = m_store, staging = m_staging, fd = std::move(m_fd), hex = key.hex(),
+    m_key = key;
+    m_key_hex = key.hex();
+    m_phase.store(Phase::committing);  // publishes m_key/m_key_hex to open_reader()
+    auto job = [store = m_store, staging = m_staging, fd = std::move(m_fd), hex = m_key_hex,
                 reserved = m_reserved]() mutable -> result<void> {
-          auto discard = [&] {
-            ::unlink(staging.c_str());
-            store->release(reserved);
-          };
-          if (auto ec = detail::fsync_fd(fd.get())) {
-            discard();
-            return detail::io_error("fsync", staging, ec);
-          }
-          fd.reset();
-          auto placed = store->place(staging, hex, reserved);
-          if (!placed) {
-            discard();
-            return detail::io_error("rename", staging, placed.error());
-          }
-          if (*placed == StoreState::Placed::existed) {
-            ::unlink(staging.c_str());  // place() already released the reservation
-            return {};
-          }
-          // The blob is visible already; a failed directory fsync only means a
-          // crash could lose it, which the caller hears about.
-          const fs::path dir = store->blob_path(hex).parent_path();
-          if (auto ec = detail::fsync_dir(dir)) return detail::io_error("fsync", dir, ec);
-          return {};
+      auto discard = [&] {
+        ::unlink(staging.c_str());
+        store->release(reserved);
+      };
+      if (auto ec = detail::fsync_fd(fd.get())) {
+        discard();
+        return detail::io_error("fsync", staging, ec);
+      }
+      fd.reset();
+      auto placed = store->place(staging, hex, reserved);
+      if (!placed) {
+        discard();
+        return detail::io_error("rename", staging, placed.error());
+      }
+      if (*placed == StoreState::Placed::existed) {
+        ::unlink(staging.c_str());  // place() already released the reservation
+        return {};
+      }
+      // The blob is visible already; a failed directory fsync only means a
+      // crash could lose it, which the caller hears about.
+      const fs::path dir = store->blob_path(hex).parent_path();
+      if (auto ec = detail::fsync_dir(dir)) return detail::io_error("fsync", dir, ec);
+      return {};
     };
     // Named, not a temporary inside co_await: see run_blocking().
     auto done = co_await run_blocking(m_store->pool(), std::move(job));
     if (!done) {
-      m_phase = Phase::failed;
       m_failure = done.error();
+      m_phase.store(Phase::failed);
       co_return m_failure;
     }
-    m_phase = Phase::committed;
-    m_key = key;
+    m_phase.store(Phase::committed);
     co_return key;
   }
 
@@ -537,13 +550,13 @@ class DiskBlobWriter final : public BlobWriter {
   // Drops the staging data and the reservation, remembering `ec` for later
   // calls. Returns `ec`.
   std::error_code fail(std::error_code ec) {
+    m_failure = ec;  // before discard() publishes Phase::failed
     discard();
-    m_failure = ec;
     return ec;
   }
 
   void discard() {
-    m_phase = Phase::failed;
+    m_phase.store(Phase::failed);
     m_fd.reset();
     // Unlinking a large file can take a while on some file systems; keep it
     // off the caller's (I/O) thread. If the pool is stopped first, startup
@@ -559,12 +572,13 @@ class DiskBlobWriter final : public BlobWriter {
   UniqueFd m_fd;  // O_WRONLY on m_staging while open
   util::Sha256Hasher m_sha256;
   std::optional<util::GitBlobHasher> m_git_sha1;
-  // Atomic so a flight may poll written() from another thread while the
-  // owning coroutine appends.
   std::atomic<std::uint64_t> m_written{0};
-  Phase m_phase = Phase::open;
-  std::optional<core::Sha256> m_key;  // set by a successful commit
-  std::error_code m_failure;          // set when m_phase == failed
+  std::atomic<Phase> m_phase{Phase::open};
+  // Written before m_phase becomes committing / failed, read only after
+  // seeing that phase.
+  core::Sha256 m_key;
+  std::string m_key_hex;
+  std::error_code m_failure;
 };
 
 class DiskBlobStore final : public BlobStore {

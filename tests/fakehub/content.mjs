@@ -241,6 +241,9 @@ function csv(rows) {
 // ---------------------------------------------------------------------------
 // Repository table
 
+/** Number of data files in acme/big-dataset (plus README.md and .gitattributes). */
+export const BIG_DATASET_FILES = 2600;
+
 /**
  * Builds every repo. `bigFile` is a path where big.bin (bigSize bytes) is written.
  * Returns Map(key "type:id" -> repo). A repo:
@@ -351,6 +354,27 @@ export async function buildRepos({ bigFile, bigSize }) {
     createdAt: "2026-01-16T09:59:00.000Z",
     commits: new Map([[dc.sha, dc]]), branches: { main: dc.sha }, tags: {}, prs: {},
     info: { tags: ["license:cc0-1.0", "size_categories:n<1K"], downloads: 5, likes: 0, cardData: { license: "cc0-1.0" }, description: "tiny dataset" },
+  });
+
+  // acme/big-dataset -------------------------------------------------------------
+  // More files than one tree page holds (2,600 small git files + README + .gitattributes in
+  // data/{train,test,validation,extra}/): listings need several pages (1000 per page).
+  const bigDs = [
+    gitFile(".gitattributes", GITATTRIBUTES),
+    gitFile("README.md", "---\nlicense: cc0-1.0\n---\n# big dataset\n\nMany small files, for tree pagination.\n"),
+  ];
+  const splits = ["extra", "test", "train", "validation"];
+  for (let i = 0; i < BIG_DATASET_FILES; i++) {
+    const split = splits[i % splits.length];
+    const n = String(Math.floor(i / splits.length)).padStart(5, "0");
+    bigDs.push(gitFile(`data/${split}/part-${n}.jsonl`, `{"row":${i},"split":"${split}"}\n`));
+  }
+  const bdc = makeCommit(bigDs, { date: "2026-01-18T10:00:00.000Z", title: "Upload big dataset" });
+  add({
+    type: "dataset", id: "acme/big-dataset", private: false, gated: false,
+    createdAt: "2026-01-18T09:59:00.000Z",
+    commits: new Map([[bdc.sha, bdc]]), branches: { main: bdc.sha }, tags: {}, prs: {},
+    info: { tags: ["license:cc0-1.0", "size_categories:1K<n<10K"], downloads: 1, likes: 0, cardData: { license: "cc0-1.0" }, description: "big dataset" },
   });
 
   // acme/tiny-space -----------------------------------------------------------

@@ -55,7 +55,8 @@ function defaultScenario(opts) {
     cdnStallAfter: null, // {bytes, count} stop sending after `bytes` body bytes, keep the socket open
     cdnCorruptByte: null, // {offset, count} flip the byte at file offset `offset`
     cdnStatus: null, // {status, count, retryAfter} answer the next `count` CDN requests with `status`
-    hubStatus: null, // {status, count, retryAfter, match} same for Hub requests (match: substring of the path)
+    hubStatus: null, // {status, count, retryAfter, match, rateLimitOnly} same for Hub requests (match: substring of the path)
+    privateRepos: null, // null or ["acme/tiny-dataset", ...]: these repos answer as private (simulates a visibility change)
   };
 }
 
@@ -491,7 +492,7 @@ export async function startFakeHub(opts = {}) {
    */
   function checkAccess(ctx, repo, scope) {
     const user = userOf(ctx);
-    if (repo.private) {
+    if (isPrivate(repo)) {
       const ns = repo.id.split("/")[0];
       if (user && (user.orgs.includes(ns) || user.name === ns)) return true;
       if (user) return errRepoNotFound(ctx), false;
@@ -504,6 +505,7 @@ export async function startFakeHub(opts = {}) {
     }
     return true;
   }
+  const isPrivate = (repo) => repo.private || (Array.isArray(sc.privateRepos) && sc.privateRepos.includes(repo.id));
   /** Unknown repo: 404 RepoNotFound for a valid token, 401 otherwise. */
   function unknownRepo(ctx) {
     if (userOf(ctx)) errRepoNotFound(ctx);
@@ -518,7 +520,7 @@ export async function startFakeHub(opts = {}) {
     const repo = repoByKey(type, id);
     if (repo) return repo;
     const ci = findCaseInsensitive(type, id);
-    const target = RENAMES[`${type}:${id}`] ?? (ci && !ci.private ? ci.id : null);
+    const target = RENAMES[`${type}:${id}`] ?? (ci && !isPrivate(ci) ? ci.id : null);
     if (target) {
       const newSegs = [...segs.slice(0, idx), ...target.split("/"), ...segs.slice(idx + n)];
       const q = ctx.req.url.includes("?") ? ctx.req.url.slice(ctx.req.url.indexOf("?")) : "";
@@ -551,6 +553,7 @@ export async function startFakeHub(opts = {}) {
       const extra = {};
       if (hf.retryAfter !== undefined || hf.status === 429 || hf.status === 503) extra["Retry-After"] = String(hf.retryAfter ?? 1);
       if (hf.status === 429) extra.RateLimit = `"api";r=0;t=${hf.retryAfter ?? 1}`;
+      if (hf.rateLimitOnly) delete extra["Retry-After"]; // the wait only in `RateLimit: ...;t=N`
       return sendError(ctx, hf.status, { message: hf.status === 429 ? "Too Many Requests" : "Internal Error - We're working hard to fix this as soon as possible!", extra });
     }
     if (req.method === "OPTIONS") {

@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { startFakeHub, parseRange } from "./fakehub.mjs";
-import { gitBlobSha1, VOCAB } from "./content.mjs";
+import { gitBlobSha1, VOCAB, BIG_DATASET_FILES } from "./content.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIG = 3 * 1024 * 1024 + 17;
@@ -657,6 +657,11 @@ describe("scenarios and control", () => {
     assert.equal(r.status, 429);
     assert.equal(r.headers["retry-after"], "2");
     assert.equal((await req(`${H}/api/models/acme/tiny-model`)).status, 200);
+    fake.scenario({ hubStatus: { status: 429, count: 1, retryAfter: 7, rateLimitOnly: true } });
+    r = await req(`${H}/api/models/acme/tiny-model`);
+    assert.equal(r.status, 429);
+    assert.equal(r.headers["retry-after"], undefined);
+    assert.equal(r.headers.ratelimit, '"api";r=0;t=7');
     fake.scenario({ hubStatus: { status: 502, count: 1, match: "/resolve/" } });
     assert.equal((await req(`${H}/api/models/acme/tiny-model`)).status, 200);
     assert.equal((await req(`${H}/acme/tiny-model/resolve/main/config.json`)).status, 502);
@@ -684,6 +689,29 @@ describe("scenarios and control", () => {
     fake.reset();
   });
 
+  test("big-dataset: 2,602 files, recursive listing in 3 pages of 1000", async () => {
+    const big = fake.repos["acme/big-dataset"];
+    assert.equal(Object.keys(big.files).length, BIG_DATASET_FILES + 2);
+    const files = [];
+    let url = `${H}/api/datasets/acme/big-dataset/tree/${big.mainCommit}?recursive=true&expand=false`;
+    let pages = 0;
+    while (url) {
+      const r = await req(url);
+      assert.equal(r.status, 200);
+      const page = JSON.parse(r.body);
+      assert.ok(page.length <= 1000);
+      files.push(...page.filter((e) => e.type === "file").map((e) => e.path));
+      pages += 1;
+      url = /^<(https?:\/\/[^>]+)>;\s+rel="next"$/.exec(r.headers.link ?? "")?.[1];
+    }
+    assert.equal(pages, 3);
+    assert.deepEqual(files.sort(), Object.keys(big.files).sort());
+    const f = big.files["data/train/part-00000.jsonl"];
+    const r = await req(`${H}/datasets/acme/big-dataset/resolve/${big.mainCommit}/data/train/part-00000.jsonl`);
+    assert.equal(r.status, 200);
+    assert.equal(sha256(r.body), f.sha256);
+  });
+
   test("mainCommit moves main (a push)", async () => {
     fake.scenario({ mainCommit: "refs/pr/1" });
     try {
@@ -698,6 +726,27 @@ describe("scenarios and control", () => {
     }
     const r = await req(`${H}/api/models/acme/tiny-model/revision/main?expand=sha`);
     assert.equal(JSON.parse(r.body).sha, tiny.mainCommit);
+  });
+
+  test("privateRepos makes a public repo answer as private (a visibility change)", async () => {
+    const D = "acme/tiny-dataset";
+    const ds = fake.repos[D];
+    const paths = [`/api/datasets/${D}/tree/${ds.mainCommit}?recursive=true`, `/api/datasets/${D}/revision/main`, `/datasets/${D}/resolve/${ds.mainCommit}/README.md`];
+    for (const p of paths) assert.equal((await req(`${H}${p}`)).status, 200, p);
+    fake.scenario({ privateRepos: [D] });
+    try {
+      for (const p of paths) {
+        assert.equal((await req(`${H}${p}`)).status, 401, `anonymous ${p}`);
+        const g = await req(`${H}${p}`, { headers: { Authorization: "Bearer hf_granted" } });
+        assert.equal(g.status, 404, `hf_granted ${p}`);
+        assert.equal(g.headers["x-error-code"], "RepoNotFound");
+        assert.equal((await req(`${H}${p}`, { headers: { Authorization: "Bearer hf_owner" } })).status, 200, `hf_owner ${p}`);
+      }
+      assert.equal((await req(`${H}/api/models/acme/tiny-model`)).status, 200, "other repos unaffected");
+    } finally {
+      fake.scenario({ privateRepos: null });
+    }
+    for (const p of paths) assert.equal((await req(`${H}${p}`)).status, 200, `${p} public again`);
   });
 
   test("HTTP control endpoints, kept out of the log", async () => {

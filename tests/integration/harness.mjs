@@ -59,7 +59,7 @@ export async function startHubcache({ upstream, cacheDir, args = [], env = {}, c
   if (caFile) argv.push("--upstream-ca-file", caFile);
   argv.push(...args);
   installSignalHandlers();
-  // hubcache refuses unknown HUBCACHE_* variables (exit 2): HUBCACHE_BIN is ours, not its.
+  // HUBCACHE_BIN is the tests' variable, not hubcache's (it would only warn about it).
   const childEnv = { ...process.env, ...env };
   if (!("HUBCACHE_BIN" in env)) delete childEnv.HUBCACHE_BIN;
   const proc = spawn(bin, argv, {

@@ -111,9 +111,11 @@ test("@huggingface/hub through hubcache (xet left on in the client): downloadFil
       assert.deepEqual(new Set(got.filter((e) => e.type === "file").map((e) => e.path)), want, `listFiles pageSize=${pageSize}`);
       assert.equal(got.find((e) => e.path === "model.safetensors")?.lfs?.oid, tiny.files["model.safetensors"].sha256);
     }
-    const page = await http1(hubUrl, "GET", `/api/models/${REPO}/tree/main?recursive=true&expand=false`);
+    // A listing not fetched before (the tree at `main` is cached unpaginated
+    // from the first loop, and stays fresh for revision_ttl).
+    const page = await http1(hubUrl, "GET", `/api/models/${REPO}/tree/${tiny.mainCommit}?recursive=true&expand=false`);
     assert.equal(page.status, 200, desc(page));
-    assert.match(page.headers.link ?? "", new RegExp(`^<${hubUrl.replace(/[.]/g, "\\.")}/api/models/${REPO}/tree/main\\?[^>]*cursor=[^>]+>; rel="next"`),
+    assert.match(page.headers.link ?? "", new RegExp(`^<${hubUrl.replace(/[.]/g, "\\.")}/api/models/${REPO}/tree/${tiny.mainCommit}\\?[^>]*cursor=[^>]+>; rel="next"`),
       `Link rel=next must point at hubcache (${hubUrl}), got: ${page.headers.link}`);
     fake.scenario({ treePageSize: null });
 

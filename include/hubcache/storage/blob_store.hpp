@@ -10,7 +10,8 @@
 //
 // Thread safety: BlobStore is safe to call from any thread. A BlobReader or
 // BlobWriter must be used by one coroutine at a time; distinct readers are
-// independent.
+// independent. Exception: BlobWriter::written() and open_reader() may be
+// called from any thread while the owning coroutine appends or commits.
 #pragma once
 
 #include <hubcache/core/digest.hpp>
@@ -62,12 +63,17 @@ class BlobWriter {
   virtual std::uint64_t written() const noexcept = 0;
   // A reader over the staging file that stays valid after commit or failure
   // (it holds its own descriptor). Used by clients that stream a blob while it
-  // is being filled; they must not read past written().
+  // is being filled; they must not read past written(). After a successful
+  // commit it opens the committed blob; after a failure it returns that
+  // failure. The reader does not pin the blob.
   virtual result<BlobReaderPtr> open_reader() = 0;
   // REQUIRES: written() == expected size. Verifies the digest, fsyncs the
   // file, renames it to its content address and fsyncs the directory; runs the
   // blocking steps off the calling thread. On errc::integrity_mismatch nothing
-  // becomes visible. Returns the sha256 under which the blob is stored.
+  // becomes visible. Returns the sha256 under which the blob is stored; if
+  // that blob was already stored, ours is dropped and this still succeeds.
+  // After any failure the writer is finished (later calls repeat the error);
+  // after success, commit() returns the key again.
   virtual net::awaitable<result<core::Sha256>> commit() = 0;
 };
 using BlobWriterPtr = std::unique_ptr<BlobWriter>;
@@ -86,7 +92,8 @@ class BlobStore {
   virtual net::awaitable<result<std::optional<BlobReaderPtr>>> open(const core::Sha256& key) = 0;
   // Starts a new blob: reserves expected.size bytes, evicting least recently
   // used unpinned blobs as needed. errc::insufficient_storage when the space
-  // cannot be found.
+  // cannot be found (nothing is evicted then). errc::bad_request when
+  // `expected` carries no digest: a blob is never stored unverified.
   virtual net::awaitable<result<BlobWriterPtr>> create(const ExpectedContent& expected) = 0;
   virtual StoreUsage usage() const = 0;
 };

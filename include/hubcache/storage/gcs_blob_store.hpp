@@ -89,9 +89,10 @@ struct GcsOptions {
   // Resumable upload chunk, bytes; also the largest blob sent in one
   // multipart request. REQUIRES a multiple of 256 KiB (GCS rejects other
   // chunk sizes). 16 MiB is the Go client's default: each chunk is one
-  // request held in memory (a bounded buffer per upload), a failed chunk
-  // re-sends at most that much, and a 16 MiB request amortises the round
-  // trip even at 10 Gbit/s.
+  // request held in memory (an upload holds about two chunks), a failed
+  // chunk re-sends at most that much, and a 16 MiB request amortises the
+  // round trip even at 10 Gbit/s. http.io_timeout bounds sending one whole
+  // chunk, so keep chunk_size / uplink bandwidth well below it.
   std::uint64_t chunk_size = 16 * 1024 * 1024;
   GcsRetryPolicy retry;
   upstream::ClientOptions http;  // timeouts, extra CA file, connection pool

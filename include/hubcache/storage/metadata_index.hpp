@@ -6,7 +6,9 @@
 // same content under another commit or path is found.
 //
 // A put() is durable when it returns (atomic file write: temp, fsync, rename,
-// fsync dir). Records survive restarts; the format is versioned.
+// fsync dir). Records survive restarts; the format is versioned (layout in
+// src/storage/metadata_index.cpp). A record file that is corrupt, truncated
+// or holds another key reads as absent (logged), never as an error.
 //
 // Thread safety: all methods are safe from any thread. put() blocks on fsync:
 // call it from the blocking pool, not from an I/O thread. get() reads a small
@@ -45,6 +47,8 @@ class MetadataIndex {
  public:
   virtual ~MetadataIndex() = default;
   virtual result<std::optional<FileRecord>> get(const FileKey& key) = 0;
+  // errc::bad_request when a key or record string is not valid UTF-8 (it
+  // cannot be stored in the JSON record); errc::storage_io on disk errors.
   virtual result<void> put(const FileKey& key, const FileRecord& record) = 0;
   // Blob key for an upstream etag (unquoted), if some record with that etag
   // was stored.

@@ -96,7 +96,7 @@ class Client {
   // errc::storage_io.
   net::awaitable<std::error_code> unexpected(upstream::Response& response, const std::string& what) const;
   net::awaitable<result<std::optional<ObjectInfo>>> insert_multipart(const std::string& name, const std::string& json,
-                                                                     const std::string& data) const;
+                                                                     std::string data) const;
   net::awaitable<result<std::optional<ObjectInfo>>> upload_resumable(const std::string& name, const std::string& json,
                                                                      std::uint64_t size,
                                                                      const ContentReader& read) const;

@@ -1,4 +1,5 @@
 #include <hubcache/storage/metadata_index.hpp>
+#include <hubcache/util/hash.hpp>
 
 #include "test_support.hpp"
 
@@ -6,6 +7,7 @@
 
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace hubcache::storage {
@@ -80,9 +82,9 @@ TEST_F(MetadataIndexTest, PutReplacesTheRecord) {
 }
 
 TEST_F(MetadataIndexTest, KeysAreDistinguishedByEveryField) {
-  // Same concatenation, different split between fields.
+  // Same concatenation ("modela/b..."), different split between fields.
   const FileKey left = {"model", "a/b", k_commit, "c", "resolve"};
-  const FileKey right = {"model", "a", k_commit, "b/c", "resolve"};
+  const FileKey right = {"modela", "/b", k_commit, "c", "resolve"};
   FileKey raw = left;
   raw.kind = "raw";
   FileKey dataset = left;
@@ -91,9 +93,11 @@ TEST_F(MetadataIndexTest, KeysAreDistinguishedByEveryField) {
   ASSERT_TRUE(m_index->put(right, record("right", '2')));
   ASSERT_TRUE(m_index->put(raw, record("raw", '3')));
   EXPECT_FALSE(m_index->get(dataset)->has_value());
-  EXPECT_EQ((*m_index->get(left))->etag, "left");
-  EXPECT_EQ((*m_index->get(right))->etag, "right");
-  EXPECT_EQ((*m_index->get(raw))->etag, "raw");
+  for (const auto& [k, etag] : {std::pair{left, "left"}, std::pair{right, "right"}, std::pair{raw, "raw"}}) {
+    auto got = m_index->get(k);
+    ASSERT_TRUE(got.has_value() && got->has_value()) << etag;
+    EXPECT_EQ((*got)->etag, etag);
+  }
 }
 
 TEST_F(MetadataIndexTest, SurvivesReopen) {
@@ -171,6 +175,20 @@ TEST_F(MetadataIndexTest, EtagMapsToBlob) {
   ASSERT_TRUE(blob.has_value() && blob->has_value());
   EXPECT_EQ(**blob, git.sha256);
   blob = m_index->blob_for_etag("0000000000000000000000000000000000000000");
+  ASSERT_TRUE(blob.has_value());
+  EXPECT_FALSE(blob->has_value());
+
+  // A mapping file holding another etag (as a hash collision would) is
+  // absent. Layout: etags/<aa>/<sha256 of the etag>.json.
+  auto etag_file = [&](const std::string& etag) {
+    util::Sha256Hasher hasher;
+    hasher.update(etag);
+    const std::string hex = hasher.finish().hex();
+    return dir() / "etags" / hex.substr(0, 2) / (hex + ".json");
+  };
+  ASSERT_TRUE(fs::exists(etag_file(lfs.etag)));
+  fs::copy_file(etag_file(lfs.etag), etag_file(git.etag), fs::copy_options::overwrite_existing);
+  blob = m_index->blob_for_etag(git.etag);
   ASSERT_TRUE(blob.has_value());
   EXPECT_FALSE(blob->has_value());
 

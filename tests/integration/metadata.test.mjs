@@ -1,0 +1,620 @@
+// hubcache's metadata API cache (repo info, tree, paths-info, refs, commits) in front of the fake Hub:
+// real @huggingface/hub calls, python-shaped requests, cache-key normalisation, access rules,
+// --read-only. Offline / stale / 429 / 5xx serving is in offline.test.mjs.
+//   HUBCACHE_BIN=/work/build-main/bin/hubcache node --test tests/integration/metadata.test.mjs
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import * as hub from "@huggingface/hub";
+import { startFakeHub, tmpDir, sha256File, hubcacheBin } from "./harness.mjs";
+import { http1, describe as desc, Fleet, logTail } from "./proxy_lib.mjs";
+import { pyApi, parseJson, upstreamDuring, logLines, sleep, hashSafeFetch } from "./metadata_lib.mjs";
+
+console.debug = () => {}; // hub.js logs "Downloading … to ….incomplete" via console.debug
+
+const REPO = "acme/tiny-model";
+const BIG_DS = "acme/big-dataset";
+const skip = !hubcacheBin() ? "HUBCACHE_BIN not set and no /work/build-main/bin/hubcache" : false;
+
+let fake;
+let fleet;
+let tiny;
+let bigDs;
+
+before(async () => {
+  if (skip) return;
+  fake = await startFakeHub({ bigSize: 2 * 1024 * 1024 + 7, quiet: true });
+  tiny = fake.repos[REPO];
+  bigDs = fake.repos[BIG_DS];
+  fleet = new Fleet({ upstream: fake.hubUrl, args: ["--log-level", "debug", "--public-ttl", "60s", "--upstream-timeout", "10s", "--revision-ttl", "20s"] });
+  await fleet.start({ name: "main" });
+});
+after(async () => {
+  if (skip) return;
+  try {
+    for (const r of fleet?.all ?? []) if (r.exit === null) await fleet.stop(r);
+  } finally {
+    await fake?.close();
+  }
+});
+
+/** Runs fn with the main hubcache's url; on failure prints its stderr tail. */
+async function withHc(fn) {
+  const url = await fleet.url();
+  try {
+    return await fn(url);
+  } catch (e) {
+    process.stderr.write(`\n===== hubcache stderr (tail) =====\n${logTail(fleet.current.hc.logs(), 12000)}\n===== end =====\n`);
+    throw e;
+  }
+}
+
+/** A separate hubcache (own cache dir, extra args) for one test; stopped afterwards. */
+async function withOwnHc(name, args, fn) {
+  const rec = await fleet.start({ name, args, makeCurrent: false });
+  try {
+    return await fn(rec.hc.url, rec);
+  } catch (e) {
+    process.stderr.write(`\n===== ${rec.name} stderr (tail) =====\n${logTail(rec.hc.logs(), 12000)}\n===== end =====\n`);
+    throw e;
+  } finally {
+    if (rec.exit === null) await fleet.stop(rec);
+  }
+}
+
+const noXetHash = (entries, what) => {
+  const withXet = entries.filter((e) => e.xetHash !== undefined).map((e) => e.path);
+  assert.deepEqual(withXet, [], `${what}: xetHash must be removed from tree/paths-info entries`);
+};
+const zeroHub = (d, what) => assert.equal(d.hub.length, 0, `${what}: want zero hub requests, got ${logLines(d.hub)}`);
+const oneHub = (d, what) => assert.equal(d.hub.length, 1, `${what}: want exactly one hub request, got ${logLines(d.hub)}`);
+
+// ---------------------------------------------------------------------------------------------- 1
+test("listFiles over a dataset of 2,602 files (3 pages) through hubcache: Link on hubcache, repeat costs zero hub requests", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const repo = { type: "dataset", name: BIG_DS };
+    const want = Object.keys(bigDs.files).sort();
+    assert.ok(want.length > 2500);
+    for (const revision of ["main", bigDs.mainCommit]) {
+      const list = async () => {
+        const got = [];
+        for await (const e of hub.listFiles({ repo, hubUrl, recursive: true, revision })) got.push(e);
+        return got;
+      };
+      const first = await upstreamDuring(fake, list);
+      const files = first.value.filter((e) => e.type === "file");
+      assert.deepEqual(files.map((e) => e.path).sort(), want, `listFiles @${revision}: every file once`);
+      assert.deepEqual(first.value.filter((e) => e.type === "directory").map((e) => e.path).sort(),
+        ["data", "data/extra", "data/test", "data/train", "data/validation"], `listFiles @${revision}: directories`);
+      const f = bigDs.files["data/validation/part-00649.jsonl"];
+      assert.equal(files.find((e) => e.path === f.path)?.oid, f.gitSha1, "an entry of the last page");
+      const trees = first.hub.filter((e) => e.path.includes("/tree/"));
+      assert.equal(trees.length, 3, `listFiles @${revision}: 3 pages fetched upstream through hubcache: ${logLines(first.hub)}`);
+      assert.ok(trees.every((e) => e.status === 200), logLines(trees));
+
+      // again: all three pages from hubcache. A client that followed an un-rewritten Link would
+      // have gone to the fake directly and shows up here.
+      const again = await upstreamDuring(fake, list);
+      assert.equal(again.value.length, first.value.length, `listFiles @${revision} again: same entries`);
+      zeroHub(again, `listFiles @${revision} again`);
+    }
+
+    // the Link header itself: absolute, on hubcache, query kept, cursor kept
+    const r = await http1(hubUrl, "GET", `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}?recursive=true&expand=false`);
+    assert.equal(r.status, 200, desc(r));
+    const m = /^<([^>]+)>;\s*rel="next"$/.exec(r.headers.link ?? "");
+    assert.ok(m, `Link: ${r.headers.link}`);
+    const next = new URL(m[1]);
+    assert.equal(next.origin, hubUrl, `Link rel=next must be absolute on hubcache: ${r.headers.link}`);
+    assert.equal(next.pathname, `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}`);
+    assert.equal(next.searchParams.get("recursive"), "true");
+    assert.ok(next.searchParams.get("cursor"), "cursor kept");
+
+    // a sub-folder listing (one page of 650)
+    const sub = [];
+    for await (const e of hub.listFiles({ repo, hubUrl, recursive: true, path: "data/train", revision: bigDs.mainCommit })) sub.push(e.path);
+    assert.deepEqual(sub.sort(), want.filter((p) => p.startsWith("data/train/")));
+
+    // expand=true pages hold 50 entries: 13 pages for data/test, every Link on hubcache, then cached
+    const listExpanded = async () => {
+      const out = [];
+      for await (const e of hub.listFiles({ repo, hubUrl, path: "data/test", expand: true, revision: bigDs.mainCommit })) out.push(e);
+      return out;
+    };
+    const ex = await upstreamDuring(fake, listExpanded);
+    assert.equal(ex.value.length, 650, "expanded listing of data/test");
+    assert.ok(ex.value.every((e) => e.lastCommit?.id === bigDs.mainCommit), "expand=true: lastCommit on every entry");
+    noXetHash(ex.value, "expanded listing");
+    assert.equal(ex.hub.length, 13, `expand=true: 13 pages of 50 through hubcache: ${logLines(ex.hub)}`);
+    zeroHub(await upstreamDuring(fake, listExpanded), "expanded listing again (within --metadata-ttl)");
+  }));
+
+// ---------------------------------------------------------------------------------------------- 2
+test("modelInfo (revision HEAD) and datasetInfo; repeats within the TTL and re-ordered expand / expand[] / blobs=True|true|1 share one entry", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const info = () => hub.modelInfo({ name: REPO, hubUrl, additionalFields: ["sha", "siblings"] });
+    const a = await upstreamDuring(fake, info);
+    assert.equal(a.value.name, REPO);
+    assert.equal(a.value.sha, tiny.mainCommit, "modelInfo sha");
+    assert.equal(a.value.private, false);
+    assert.deepEqual(a.value.siblings.map((s) => s.rfilename).sort(), Object.keys(tiny.files).sort());
+    oneHub(a, "modelInfo");
+    assert.match(a.hub[0].url, new RegExp(`^/api/models/${REPO}/revision/HEAD\\?`), "modelInfo asks revision/HEAD");
+    zeroHub(await upstreamDuring(fake, info), "modelInfo again (within --revision-ttl)");
+
+    const d = await upstreamDuring(fake, () => hub.datasetInfo({ name: BIG_DS, hubUrl, additionalFields: ["sha"] }));
+    assert.equal(d.value.sha, bigDs.mainCommit);
+    zeroHub(await upstreamDuring(fake, () => hub.datasetInfo({ name: BIG_DS, hubUrl, additionalFields: ["sha"] })), "datasetInfo again");
+
+    // cache-key normalisation (hub-protocol.md §4.2): repeated expand values sorted, expand[] = expand
+    const variants = [
+      `/api/models/${REPO}/revision/main?expand=sha&expand=private&expand=downloads`,
+      `/api/models/${REPO}/revision/main?expand=downloads&expand=sha&expand=private`,
+      `/api/models/${REPO}/revision/main?expand%5B%5D=private&expand%5B%5D=downloads&expand%5B%5D=sha`,
+      `/api/models/${REPO}/revision/main?expand[]=private&expand[]=sha&expand[]=downloads`,
+    ];
+    let body0 = null;
+    for (const [i, p] of variants.entries()) {
+      const d = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", p));
+      const r = d.value;
+      assert.equal(r.status, 200, `${p}: ${desc(r)}`);
+      const j = parseJson(r, p);
+      assert.deepEqual(Object.keys(j).sort(), ["_id", "downloads", "id", "private", "sha"], `${p}: exactly the expanded fields`);
+      if (i === 0) {
+        body0 = j;
+        oneHub(d, p);
+      } else {
+        assert.deepEqual(j, body0, `${p}: same answer`);
+        zeroHub(d, `${p} (same normalised query as ${variants[0]})`);
+      }
+    }
+    for (const [i, q] of ["blobs=True", "blobs=true", "blobs=1"].entries()) {
+      const p = `/api/models/${REPO}?${q}`;
+      const d = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", p));
+      assert.equal(d.value.status, 200, desc(d.value));
+      const j = parseJson(d.value, p);
+      assert.equal(j.siblings.find((s) => s.rfilename === "model.safetensors")?.lfs?.sha256, tiny.files["model.safetensors"].sha256, `${p}: siblings with blobs`);
+      if (i === 0) oneHub(d, p);
+      else zeroHub(d, `${p} (boolean spelled differently)`);
+    }
+  }));
+
+// ---------------------------------------------------------------------------------------------- 3
+test("paths-info: python's form body and hub.js's JSON body share one cache entry; xetHash removed", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const form = { "Content-Type": "application/x-www-form-urlencoded" };
+    const st = tiny.files["model.safetensors"];
+    for (const revision of [tiny.mainCommit, "main"]) {
+      const paths = ["config.json", "model.safetensors", "sub", "does/not/exist.txt"];
+      // hub.js: JSON {"paths":[...],"expand":false}
+      const js = await upstreamDuring(fake, () => hub.pathsInfo({ repo: REPO, hubUrl, paths, expand: false, revision }));
+      oneHub(js, `hub.pathsInfo @${revision}`);
+      assert.equal(js.hub[0].method, "POST");
+      assert.match(js.hub[0].headers["content-type"] ?? "", /application\/json/);
+      const got = js.value;
+      assert.deepEqual(got.map((e) => e.path).sort(), ["config.json", "model.safetensors", "sub"], `pathsInfo @${revision}: known paths only`);
+      noXetHash(got, `pathsInfo @${revision}`);
+      assert.equal(got.find((e) => e.path === "model.safetensors").lfs.oid, st.sha256);
+      assert.equal(got.find((e) => e.path === "config.json").oid, tiny.files["config.json"].gitSha1);
+
+      // python (httpx): form, other order, expand=False; (requests): expand=false; paths[]=
+      for (const body of [
+        "paths=sub&paths=model.safetensors&paths=does%2Fnot%2Fexist.txt&paths=config.json&expand=False",
+        "paths=config.json&paths=model.safetensors&paths=sub&paths=does/not/exist.txt&expand=false",
+        "paths=config.json&paths=model.safetensors&paths=model.safetensors&paths=sub&paths=does/not/exist.txt&expand=false",
+      ]) {
+        const d = await upstreamDuring(fake, () => pyApi(hubUrl, "POST", `/api/models/${REPO}/paths-info/${encodeURIComponent(revision)}`, { headers: form, body }));
+        assert.equal(d.value.status, 200, `form ${body}: ${desc(d.value)}`);
+        const j = parseJson(d.value, "paths-info form");
+        assert.deepEqual(j.map((e) => e.path).sort(), ["config.json", "model.safetensors", "sub"], `form @${revision}`);
+        noXetHash(j, `paths-info form @${revision}`);
+        zeroHub(d, `paths-info form body after the same JSON request @${revision} (${body})`);
+      }
+    }
+
+    // expand=true is another entry (lastCommit), also without xetHash
+    const ex = await upstreamDuring(fake, () => hub.pathsInfo({ repo: REPO, hubUrl, paths: ["model.safetensors"], expand: true, revision: tiny.mainCommit }));
+    oneHub(ex, "pathsInfo expand:true");
+    assert.equal(ex.value[0].lastCommit?.id, tiny.mainCommit, "expand:true gives lastCommit");
+    noXetHash(ex.value, "pathsInfo expand:true");
+    const exForm = await upstreamDuring(fake, () =>
+      pyApi(hubUrl, "POST", `/api/models/${REPO}/paths-info/${tiny.mainCommit}`, { headers: form, body: "paths=model.safetensors&expand=True" }));
+    assert.equal(exForm.value.status, 200, desc(exForm.value));
+    zeroHub(exForm, "paths-info form expand=True after JSON expand:true");
+  }));
+
+// ---------------------------------------------------------------------------------------------- 4
+test("tree: recursive=True/true/1 share an entry; a commit-pinned tree is served with zero hub requests; xetHash removed; EntryNotFound reused", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const base = `/api/models/${REPO}/tree/${tiny.mainCommit}`;
+    // what the Hub says, minus xetHash
+    const direct = await http1(fake.hubUrl, "GET", `${base}?recursive=true&expand=false`);
+    const want = JSON.parse(direct.body.toString()).map(({ xetHash, ...rest }) => rest);
+    assert.ok(JSON.parse(direct.body.toString()).some((e) => e.xetHash), "the fake does send xetHash");
+
+    const qs = ["recursive=True&expand=False", "recursive=true&expand=false", "recursive=1&expand=false", "recursive=1&expand=0", "expand=false&recursive=true", "recursive=true&expand=False&"];
+    for (const [i, q] of qs.entries()) {
+      const d = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", `${base}?${q}`));
+      assert.equal(d.value.status, 200, `${q}: ${desc(d.value)}`);
+      const j = parseJson(d.value, q);
+      assert.deepEqual(j, want, `tree?${q}: the Hub's listing without xetHash`);
+      assert.ok(!d.value.body.includes("xetHash"), `tree?${q}: no xetHash anywhere in the body`);
+      if (i === 0) oneHub(d, `tree?${q}`);
+      else zeroHub(d, `tree?${q} (same normalised query as ${qs[0]})`);
+    }
+    // hub.js spelling of the same listing, non-recursive listing is another entry
+    const js = await upstreamDuring(fake, async () => {
+      const out = [];
+      for await (const e of hub.listFiles({ repo: REPO, hubUrl, recursive: true, revision: tiny.mainCommit })) out.push(e);
+      return out;
+    });
+    assert.equal(js.value.length, want.length);
+    noXetHash(js.value, "listFiles");
+    zeroHub(js, "hub.listFiles of an already cached commit-pinned tree");
+    const flat = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", `${base}?recursive=false&expand=false`));
+    assert.equal(flat.value.status, 200);
+    assert.ok(parseJson(flat.value).every((e) => !e.path.includes("/")), "non-recursive listing");
+    oneHub(flat, "non-recursive tree (a different entry)");
+
+    // expand=true listing: xetHash removed as well
+    const exp = await pyApi(hubUrl, "GET", `${base}/sub?recursive=true&expand=true`);
+    assert.equal(exp.status, 200, desc(exp));
+    const ej = parseJson(exp);
+    assert.ok(ej.length > 0 && ej.every((e) => e.lastCommit), "expand=true entries carry lastCommit");
+    const lfsExp = parseJson(await pyApi(hubUrl, "GET", `${base}?recursive=false&expand=true`));
+    noXetHash(lfsExp, "tree expand=true");
+    assert.ok(lfsExp.find((e) => e.path === "model.safetensors")?.lfs, "LFS entry kept");
+
+    // python encodes '/' in the folder path and in the revision (%2F), hub.js does not: one entry each
+    const pairs = [
+      [`${base}/sub%2Fdeeper?recursive=false&expand=false`, `${base}/sub/deeper?recursive=false&expand=false`, ["sub/deeper/leaf.txt"]],
+      [`/api/models/${REPO}/tree/refs%2Fpr%2F1?recursive=false&expand=false`, `/api/models/${REPO}/tree/refs/pr/1?recursive=false&expand=false`, null],
+      [`/api/models/${REPO}/revision/refs%2Fpr%2F1`, `/api/models/${REPO}/revision/refs/pr/1`, null],
+    ];
+    for (const [py, js, paths] of pairs) {
+      const a = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", py));
+      assert.equal(a.value.status, 200, `${py}: ${desc(a.value)}`);
+      const ja = parseJson(a.value, py);
+      if (paths) assert.deepEqual(ja.map((e) => e.path), paths, py);
+      if (py.includes("/revision/")) assert.equal(ja.sha, tiny.prCommit, `${py}: sha`);
+      else if (py.includes("refs%2Fpr")) assert.equal(ja.find((e) => e.path === "config.json")?.oid, tiny.filesAt("refs/pr/1")["config.json"].gitSha1, `${py}: the PR's config.json`);
+      oneHub(a, py);
+      const b = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", js));
+      assert.equal(b.value.status, 200, `${js}: ${desc(b.value)}`);
+      assert.deepEqual(parseJson(b.value, js), ja, `${js}: same answer as ${py}`);
+      zeroHub(b, `${js} after ${py} (same decoded revision/path)`);
+    }
+
+    // EntryNotFound at a commit: 404 with X-Error-Code, then reused (--negative-ttl)
+    const missing = `${base}/no-such-folder?recursive=false&expand=false`;
+    const n1 = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", missing));
+    assert.equal(n1.value.status, 404, desc(n1.value));
+    assert.equal(n1.value.headers["x-error-code"], "EntryNotFound");
+    oneHub(n1, "EntryNotFound, first");
+    const n2 = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", missing));
+    assert.equal(n2.value.status, 404, desc(n2.value));
+    assert.equal(n2.value.headers["x-error-code"], "EntryNotFound", "the cached 404 keeps X-Error-Code");
+    zeroHub(n2, "EntryNotFound at a commit, again within --negative-ttl");
+  }));
+
+// ---------------------------------------------------------------------------------------------- 5
+test("snapshotDownload of a model and of a dataset through hubcache: files byte-identical; a repeat into an empty cache costs no CDN bytes", { skip, timeout: 40000 }, () =>
+  withHc(async (hubUrl) => {
+    for (const [repo, name] of [[REPO, REPO], [{ type: "dataset", name: "acme/tiny-dataset" }, "acme/tiny-dataset"]]) {
+      const view = fake.repos[name];
+      for (const round of [1, 2]) {
+        const cacheDir = await tmpDir("hfcache-");
+        const d = await upstreamDuring(fake, () => hub.snapshotDownload({ repo, hubUrl, cacheDir, fetch: hashSafeFetch }));
+        const snap = d.value;
+        assert.equal(path.basename(snap), view.mainCommit, `${name}: snapshot folder named after the commit`);
+        const onDisk = [];
+        const walk = (dir, pre = "") => {
+          for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+            const p = pre ? `${pre}/${e.name}` : e.name;
+            if (e.isDirectory()) walk(path.join(dir, e.name), p);
+            else onDisk.push(p);
+          }
+        };
+        walk(snap);
+        assert.deepEqual(onDisk.sort(), Object.keys(view.files).sort(), `${name}: every file in the snapshot`);
+        for (const [p, f] of Object.entries(view.files)) {
+          assert.equal(await sha256File(path.join(snap, p)), f.sha256, `${name} round ${round}: ${p} bytes`);
+          assert.equal(fs.realpathSync(path.join(snap, p)).split(path.sep).at(-1), f.etag, `${name}: ${p} blob named after its etag`);
+        }
+        const cas = d.hub.filter((e) => /xet-read-token|\/cas\//.test(e.path));
+        assert.deepEqual(cas, [], "no xet traffic");
+        if (round === 2) {
+          const cdnBytes = d.cdn.reduce((a, e) => a + e.bytes, 0);
+          assert.equal(cdnBytes, 0, `${name}: repeat snapshot into an empty client cache, CDN: ${logLines(d.cdn)}`);
+          const fileHub = d.hub.filter((e) => !e.path.startsWith("/api/"));
+          assert.deepEqual(fileHub.map((e) => e.url), [], `${name}: repeat snapshot (commit-pinned files of a public repo): no file request upstream`);
+        }
+      }
+    }
+    assert.equal(fake.stats().cdn.authorizationSeen, 0);
+  }));
+
+// ---------------------------------------------------------------------------------------------- 6
+test("refs and commits are cached for --metadata-ttl; whoami-v2 is relayed with the caller's token, never cached", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const cases = [
+      [`/api/models/${REPO}/refs`, (j) => assert.equal(j.branches.find((b) => b.name === "main")?.targetCommit, tiny.mainCommit)],
+      [`/api/models/${REPO}/refs?include_prs=1`, (j) => assert.equal(j.pullRequests?.[0]?.targetCommit, tiny.prCommit)],
+      [`/api/models/${REPO}/refs?include_prs=true`, (j) => assert.equal(j.pullRequests?.[0]?.targetCommit, tiny.prCommit)],
+      [`/api/models/${REPO}/commits/main`, (j) => assert.equal(j[0].id, tiny.mainCommit)],
+      [`/api/models/${REPO}/commits/refs%2Fpr%2F1`, (j) => assert.deepEqual(j.map((c) => c.id), [tiny.prCommit, tiny.mainCommit])],
+    ];
+    for (const [i, [p, check]] of cases.entries()) {
+      const a = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", p));
+      assert.equal(a.value.status, 200, `${p}: ${desc(a.value)}`);
+      check(parseJson(a.value, p));
+      if (p.includes("/commits/")) assert.ok(a.value.headers["x-total-count"], `${p}: X-Total-Count kept`);
+      if (i !== 2) oneHub(a, p);
+      else zeroHub(a, `${p} (include_prs=true after include_prs=1)`);
+      const b = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", p));
+      assert.equal(b.value.status, 200);
+      assert.deepEqual(parseJson(b.value), parseJson(a.value), `${p}: same answer`);
+      zeroHub(b, `${p} again`);
+    }
+
+    for (const round of [1, 2]) {
+      const w = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", "/api/whoami-v2", { token: "hf_owner" }));
+      assert.equal(w.value.status, 200, desc(w.value));
+      assert.equal(parseJson(w.value).name, "acme-owner");
+      oneHub(w, `whoami-v2 round ${round} (relayed each time)`);
+      assert.equal(w.hub[0].token, "hf_owner", "the caller's token reaches upstream");
+      const anon = await upstreamDuring(fake, () => pyApi(hubUrl, "GET", "/api/whoami-v2"));
+      assert.equal(anon.value.status, 401, `anonymous whoami after hf_owner's: ${desc(anon.value)}`);
+      oneHub(anon, "anonymous whoami");
+    }
+  }));
+
+// ---------------------------------------------------------------------------------------------- 7
+test("private and gated: cached metadata and revision mappings are never served to callers without the right", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const P = "acme/private-model";
+    const priv = fake.repos[P];
+    const form = { "Content-Type": "application/x-www-form-urlencoded" };
+    const reqs = [
+      ["GET", `/api/models/${P}`],
+      ["GET", `/api/models/${P}/revision/main`],
+      ["GET", `/api/models/${P}/revision/main?expand=sha`],
+      ["GET", `/api/models/${P}/tree/${priv.mainCommit}?recursive=true&expand=false`],
+      ["GET", `/api/models/${P}/tree/main?recursive=true&expand=false`],
+      ["POST", `/api/models/${P}/paths-info/${priv.mainCommit}`, "paths=weights.bin&paths=config.json&expand=false"],
+      ["GET", `/api/models/${P}/refs`],
+      ["GET", `/api/models/${P}/commits/main`],
+    ];
+    const call = (m, p, body, token) => pyApi(hubUrl, m, p, { token, body, headers: body ? form : {} });
+    // the owner fills the cache, then gets it again from hubcache
+    for (const [m, p, body] of reqs) {
+      const r = await call(m, p, body, "hf_owner");
+      assert.equal(r.status, 200, `hf_owner ${m} ${p}: ${desc(r)}`);
+    }
+    const again = await upstreamDuring(fake, async () => {
+      for (const [m, p, body] of reqs) assert.equal((await call(m, p, body, "hf_owner")).status, 200);
+    });
+    zeroHub(again, "hf_owner repeats its own requests (answers reused for that token)");
+
+    const secret = [priv.mainCommit, "weights.bin", priv.files["weights.bin"].sha256];
+    for (const [token, status, code] of [[null, 401, null], ["hf_granted", 404, "RepoNotFound"], ["hf_nobody", 401, null]]) {
+      for (const [m, p, body] of reqs) {
+        const d = await upstreamDuring(fake, () => call(m, p, body, token));
+        const r = d.value;
+        const what = `${token ?? "anonymous"} ${m} ${p} after hf_owner cached it`;
+        assert.equal(r.status, status, `${what}: ${desc(r)}`);
+        assert.equal(r.headers["x-error-code"] ?? null, code, `${what}: X-Error-Code`);
+        for (const s of secret) assert.ok(!r.body.includes(s), `${what}: the body leaks ${s}`);
+        oneHub(d, `${what}: must be asked upstream`);
+      }
+    }
+
+    // gated: metadata is public on the Hub, file content is not. A revision->commit mapping
+    // learned from hf_granted's requests must not open the files to anonymous callers.
+    const G = "acme/gated-model";
+    const gated = fake.repos[G];
+    for (const p of ["config.json", "model.safetensors"]) {
+      const r = await http1(hubUrl, "GET", `/${G}/resolve/main/${p}`, { headers: { Authorization: "Bearer hf_granted" } });
+      assert.equal(r.status, 200, `hf_granted ${p}: ${desc(r)}`);
+    }
+    const gi = await pyApi(hubUrl, "GET", `/api/models/${G}/revision/main`, { token: "hf_granted" });
+    assert.equal(gi.status, 200);
+    for (const p of ["config.json", "model.safetensors"]) {
+      for (const rev of ["main", gated.mainCommit]) {
+        for (const method of ["GET", "HEAD"]) {
+          const r = await http1(hubUrl, method, `/${G}/resolve/${rev}/${p}`);
+          assert.equal(r.status, 401, `anonymous ${method} gated ${p}@${rev} after hf_granted: ${desc(r)}`);
+          assert.equal(r.headers["x-error-code"], "GatedRepo");
+        }
+      }
+    }
+    const anonInfo = await pyApi(hubUrl, "GET", `/api/models/${G}/revision/main`);
+    assert.equal(anonInfo.status, 200, "gated repo info is public on the Hub");
+    assert.equal(parseJson(anonInfo).gated, "auto");
+  }));
+
+// ---------------------------------------------------------------------------------------------- 8
+test("a public repo that turns private: after --public-ttl its cached answers are no longer served anonymously", { skip, timeout: 30000 }, () =>
+  withOwnHc("public-ttl-1s", ["--public-ttl", "1s"], async (url) => {
+    const D = "acme/tiny-dataset";
+    const ds = fake.repos[D];
+    const reqs = [
+      ["GET", `/api/datasets/${D}/tree/${ds.mainCommit}?recursive=true&expand=false`],
+      ["GET", `/api/datasets/${D}/revision/main`],
+      ["GET", `/api/datasets/${D}`],
+      ["POST", `/api/datasets/${D}/paths-info/${ds.mainCommit}`, "paths=README.md&expand=false"],
+      ["GET", `/datasets/${D}/resolve/${ds.mainCommit}/README.md`],
+      ["GET", `/datasets/${D}/resolve/main/data/train.csv`],
+    ];
+    const call = (m, p, body, token) =>
+      pyApi(url, m, p, { token, body, headers: body ? { "Content-Type": "application/x-www-form-urlencoded" } : {} });
+    for (const [m, p, body] of reqs) assert.equal((await call(m, p, body)).status, 200, `fill ${m} ${p}`);
+    try {
+      fake.scenario({ privateRepos: [D] });
+      await sleep(2200); // > --public-ttl 1s
+      for (const [m, p, body] of reqs) {
+        const r = await call(m, p, body);
+        assert.equal(r.status, 401, `anonymous ${m} ${p}, repo private now, public-ttl over: ${desc(r)}`);
+        for (const leak of [ds.files["data/train.csv"].sha256, "# tiny dataset", "sample 1 of the tiny dataset"]) {
+          assert.ok(!r.body.includes(leak), `anonymous ${m} ${p}: the body leaks ${JSON.stringify(leak)}`);
+        }
+      }
+      const g = await call("GET", reqs[0][1], null, "hf_granted");
+      assert.equal(g.status, 404, `hf_granted after the change: ${desc(g)}`);
+      const o = await call("GET", reqs[0][1], null, "hf_owner");
+      assert.equal(o.status, 200, `hf_owner after the change: ${desc(o)}`);
+    } finally {
+      fake.scenario({ privateRepos: null });
+    }
+  }));
+
+// ---------------------------------------------------------------------------------------------- 9
+test("--read-only: writes get 405 JSON and never reach the Hub; reads (incl. paths-info POST) still work", { skip, timeout: 30000 }, () =>
+  withOwnHc("read-only", ["--read-only"], async (url) => {
+    const auth = { Authorization: "Bearer hf_owner" };
+    const writes = [
+      ["POST", `/api/models/${REPO}/commit/main`, { ...auth, "Content-Type": "application/x-ndjson" },
+        '{"key":"header","value":{"summary":"x","description":""}}\n{"key":"file","value":{"content":"aGk=","path":"x.txt","encoding":"base64"}}\n'],
+      ["POST", `/api/models/${REPO}/preupload/main`, { ...auth, "Content-Type": "application/json" }, '{"files":[{"path":"x.txt","size":2,"sample":"aGk="}]}'],
+      ["POST", "/api/repos/create", { ...auth, "Content-Type": "application/json" }, '{"name":"new-repo","organization":"acme","type":"model"}'],
+      ["DELETE", "/api/repos/delete", { ...auth, "Content-Type": "application/json" }, '{"name":"tiny-model","organization":"acme"}'],
+      ["PUT", `/api/models/${REPO}/settings`, { ...auth, "Content-Type": "application/json" }, '{"private":true}'],
+    ];
+    for (const [m, p, headers, body] of writes) {
+      const d = await upstreamDuring(fake, () => http1(url, m, p, { headers, body }));
+      const r = d.value;
+      assert.equal(r.status, 405, `${m} ${p}: ${desc(r)}`);
+      assert.match(r.headers["content-type"] ?? "", /application\/json/, `${m} ${p}: content-type`);
+      assert.equal(typeof parseJson(r, `${m} ${p}`).error, "string", `${m} ${p}: JSON {error}`);
+      zeroHub(d, `${m} ${p} under --read-only`);
+    }
+    const reads = [
+      ["GET", `/api/models/${REPO}/revision/main`],
+      ["GET", "/api/whoami-v2"],
+      ["POST", `/api/models/${REPO}/paths-info/main`, "paths=config.json&expand=false"],
+    ];
+    for (const [m, p, body] of reads) {
+      const r = await pyApi(url, m, p, { token: "hf_owner", body, headers: body ? { "Content-Type": "application/x-www-form-urlencoded" } : {} });
+      assert.equal(r.status, 200, `${m} ${p} under --read-only: ${desc(r)}`);
+    }
+    const g = await http1(url, "GET", `/${REPO}/resolve/main/config.json`);
+    assert.equal(g.status, 200, desc(g));
+    assert.equal(g.sha256, tiny.files["config.json"].sha256);
+  }));
+
+// ---------------------------------------------------------------------------------------------- 9b
+test("concurrent cold metadata requests: every caller gets the full, right answer", { skip, timeout: 30000 }, () =>
+  withOwnHc("concurrent", [], async (url) => {
+    const want = Object.keys(bigDs.files).filter((p) => p.startsWith("data/validation/")).sort();
+    const list = async () => {
+      const out = [];
+      for await (const e of hub.listFiles({ repo: { type: "dataset", name: BIG_DS }, hubUrl: url, path: "data/validation", revision: "main" })) out.push(e.path);
+      return out.sort();
+    };
+    const form = { "Content-Type": "application/x-www-form-urlencoded" };
+    const body = "paths=README.md&paths=data%2Fextra%2Fpart-00001.jsonl&expand=false";
+    const d = await upstreamDuring(fake, () => Promise.all([
+      ...Array.from({ length: 12 }, list),
+      ...Array.from({ length: 12 }, () => pyApi(url, "POST", `/api/datasets/${BIG_DS}/paths-info/${bigDs.mainCommit}`, { headers: form, body })),
+      ...Array.from({ length: 12 }, () => pyApi(url, "GET", `/api/datasets/${BIG_DS}/revision/main?expand=sha`)),
+    ]));
+    const lists = d.value.slice(0, 12);
+    const infos = d.value.slice(12, 24);
+    const revs = d.value.slice(24);
+    lists.forEach((l, i) => assert.deepEqual(l, want, `concurrent listFiles #${i}`));
+    infos.forEach((r, i) => {
+      assert.equal(r.status, 200, `concurrent paths-info #${i}: ${desc(r)}`);
+      assert.deepEqual(parseJson(r).map((e) => e.path).sort(), ["README.md", "data/extra/part-00001.jsonl"], `concurrent paths-info #${i}`);
+    });
+    revs.forEach((r, i) => {
+      assert.equal(r.status, 200, `concurrent revision/main #${i}: ${desc(r)}`);
+      assert.equal(parseJson(r).sha, bigDs.mainCommit, `concurrent revision/main #${i}`);
+    });
+    if (process.env.HUBCACHE_IT_VERBOSE) console.log(`36 concurrent cold requests -> ${d.hub.length} upstream requests`);
+  }));
+
+// ---------------------------------------------------------------------------------------------- 10
+test("/resolve at a branch: the revision->commit mapping (from revision/{rev} answers and from resolve HEADs) is reused within --revision-ttl", { skip, timeout: 30000 }, () =>
+  withOwnHc("mapping", ["--revision-ttl", "30s"], async (url) => {
+    const names = ["README.md", "model.safetensors"];
+    // fill the files at the commit, then learn main -> commit from a revision/main answer
+    for (const n of names) {
+      const r = await http1(url, "GET", `/${REPO}/resolve/${tiny.mainCommit}/${n}`);
+      assert.equal(r.sha256, tiny.files[n].sha256, `fill ${n}: ${desc(r)}`);
+    }
+    const rev = await pyApi(url, "GET", `/api/models/${REPO}/revision/main`);
+    assert.equal(rev.status, 200, desc(rev));
+    const d = await upstreamDuring(fake, async () => {
+      for (const n of names) {
+        for (const method of ["HEAD", "GET"]) {
+          const r = await http1(url, method, `/${REPO}/resolve/main/${n}`, { headers: { "Accept-Encoding": "identity" } });
+          assert.equal(r.status, 200, `${method} main/${n}: ${desc(r)}`);
+          assert.equal(r.headers["x-repo-commit"], tiny.mainCommit, `${method} main/${n}: X-Repo-Commit`);
+          if (method === "GET") assert.equal(r.sha256, tiny.files[n].sha256, `GET main/${n}: bytes`);
+        }
+      }
+    });
+    zeroHub(d, "cached files at main right after a revision/main answer (mapping reused)");
+
+    // learned from a resolve HEAD: the second round at a branch costs nothing upstream
+    const n = "tokenizer_config.json";
+    const h1 = await http1(url, "GET", `/${REPO}/resolve/v1.0/${n}`);
+    assert.equal(h1.sha256, tiny.files[n].sha256, desc(h1));
+    const d2 = await upstreamDuring(fake, async () => {
+      for (const method of ["HEAD", "GET"]) {
+        const r = await http1(url, method, `/${REPO}/resolve/v1.0/${n}`);
+        assert.equal(r.status, 200, `${method} v1.0/${n}: ${desc(r)}`);
+        assert.equal(r.headers["x-repo-commit"], tiny.mainCommit);
+      }
+    });
+    zeroHub(d2, "a cached file at tag v1.0, asked again within --revision-ttl");
+  }));
+
+// ---------------------------------------------------------------------------------------------- 11
+test("answers fetched with a token are reused for that token only, even for a public repo", { skip, timeout: 30000 }, () =>
+  withOwnHc("token-answers", [], async (url) => {
+    const p = `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}/data?recursive=false&expand=false`;
+    const own = await upstreamDuring(fake, () => pyApi(url, "GET", p, { token: "hf_owner" }));
+    assert.equal(own.value.status, 200, desc(own.value));
+    oneHub(own, "hf_owner, cold");
+    assert.equal(own.hub[0].token, "hf_owner");
+    zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", p, { token: "hf_owner" })), "hf_owner again");
+    for (const token of ["hf_granted", null]) {
+      const other = await upstreamDuring(fake, () => pyApi(url, "GET", p, { token }));
+      assert.equal(other.value.status, 200, desc(other.value));
+      oneHub(other, `${token ?? "anonymous"} after hf_owner: not served from hf_owner's answer`);
+      assert.equal(other.hub[0].token, token, `${token ?? "anonymous"}: upstream sees the caller's own credentials`);
+      if (token === null) zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), "anonymous again: the anonymous answer is shared");
+    }
+  }));
+
+// ---------------------------------------------------------------------------------------------- 12
+test("a cached metadata answer costs about as little as a cached file (no per-request overhead)", { skip, timeout: 30000 }, () =>
+  withHc(async (hubUrl) => {
+    const api = `/api/models/${REPO}/tree/${tiny.mainCommit}?recursive=true&expand=false`;
+    const file = `/${REPO}/resolve/${tiny.mainCommit}/config.json`;
+    for (const p of [api, file]) assert.equal((await http1(hubUrl, "GET", p)).status, 200);
+    const median = async (method, p) => {
+      const ms = [];
+      for (let i = 0; i < 15; i++) {
+        const t0 = process.hrtime.bigint();
+        const r = await http1(hubUrl, method, p);
+        ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        assert.equal(r.status, 200);
+      }
+      return ms.sort((a, b) => a - b)[7];
+    };
+    const d = await upstreamDuring(fake, async () => ({ api: await median("GET", api), file: await median("HEAD", file) }));
+    zeroHub(d, "cache hits");
+    const { api: a, file: f } = d.value;
+    if (process.env.HUBCACHE_IT_VERBOSE) console.log(`cached tree GET median ${a.toFixed(1)} ms, cached file HEAD median ${f.toFixed(1)} ms`);
+    // a hit reads one small document from disk: it should not cost much more than a file hit
+    assert.ok(a < Math.max(10, 8 * f), `median of 15 cached GET ${api}: ${a.toFixed(1)} ms, a cached file HEAD: ${f.toFixed(1)} ms; want < max(10 ms, 8 x the file hit)`);
+  }));
+
+// ---------------------------------------------------------------------------------------------- last
+test("every hubcache process: no crash, SIGTERM -> exit 0 within 5 s, no sanitizer report", { skip, timeout: 30000 }, async () => {
+  const problems = await fleet.shutdownAndCheck(5000);
+  if (problems.length) assert.fail(`${problems.length} problem(s):\n\n${problems.join("\n\n")}`);
+});
