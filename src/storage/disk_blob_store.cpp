@@ -6,10 +6,8 @@
 //   BlobReader contract already accepts for reads.
 // - create() (possible eviction unlinks + creating the staging file), the
 //   commit steps (fsync, rename, directory fsync) and the unlink of discarded
-//   staging files run on the `blocking` pool. run_blocking() co_spawns the
-//   step onto the pool and the caller resumes on its own executor, because
-//   co_spawn delivers its completion through the awaiting coroutine's
-//   executor (and keeps that executor's context busy until then).
+//   staging files run on the `blocking` pool; util::run_blocking resumes the
+//   caller on its own executor.
 //
 // Consistency between the index and the disk: every change to blobs/ (commit
 // rename, eviction unlink) happens while holding StoreState::m_mutex, so the
@@ -20,11 +18,10 @@
 
 #include "posix_file.hpp"
 
+#include <hubcache/util/blocking.hpp>
 #include <hubcache/util/hash.hpp>
 
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -41,7 +38,6 @@
 #include <mutex>
 #include <stdexcept>
 #include <tuple>
-#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -72,19 +68,6 @@ bool is_lower_hex(std::string_view s, std::size_t length) {
 }
 
 std::error_code make_err(errc e) { return make_error_code(e); }
-
-// Runs `fn` (which must not throw) on `pool`; the awaiting coroutine resumes
-// on its own executor with fn's result.
-//
-// GCC 12 destroys a non-trivial temporary (such as a capturing lambda) that
-// appears inside a co_await expression twice. Hence the named `task` here and
-// the named jobs at the call sites: keep it that way.
-template <class Fn>
-net::awaitable<std::invoke_result_t<Fn&>> run_blocking(net::thread_pool& pool, Fn fn) {
-  using R = std::invoke_result_t<Fn&>;
-  auto task = [fn = std::move(fn)]() mutable -> net::awaitable<R> { co_return fn(); };
-  co_return co_await net::co_spawn(pool, std::move(task), net::use_awaitable);
-}
 
 // Startup helpers: these may throw (std::runtime_error and subclasses).
 [[noreturn]] void fail_startup(const std::string& message) {
@@ -533,8 +516,8 @@ class DiskBlobWriter final : public BlobWriter {
       if (auto ec = detail::fsync_dir(dir)) return detail::io_error("fsync", dir, ec);
       return {};
     };
-    // Named, not a temporary inside co_await: see run_blocking().
-    auto done = co_await run_blocking(m_store->pool(), std::move(job));
+    // Named, not a temporary inside co_await: see util/blocking.hpp.
+    auto done = co_await util::run_blocking(m_store->pool(), std::move(job));
     if (!done) {
       m_failure = done.error();
       m_phase.store(Phase::failed);
@@ -632,7 +615,7 @@ class DiskBlobStore final : public BlobStore {
       }
       return BlobWriterPtr(std::make_unique<DiskBlobWriter>(state, content, bytes, staging, std::move(*fd)));
     };
-    co_return co_await run_blocking(m_state->pool(), std::move(job));
+    co_return co_await util::run_blocking(m_state->pool(), std::move(job));
   }
 
   StoreUsage usage() const override { return m_state->usage(); }

@@ -110,6 +110,11 @@ test("listFiles over a dataset of 2,602 files (3 pages) through hubcache: Link o
     assert.equal(next.pathname, `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}`);
     assert.equal(next.searchParams.get("recursive"), "true");
     assert.ok(next.searchParams.get("cursor"), "cursor kept");
+    // the same cached page asked through another name of hubcache: Link follows the request's Host
+    const port = new URL(hubUrl).port;
+    const viaName = await http1(hubUrl, "GET", `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}?recursive=true&expand=false`, { headers: { Host: `localhost:${port}` } });
+    assert.equal(viaName.status, 200, desc(viaName));
+    assert.ok((viaName.headers.link ?? "").startsWith(`<http://localhost:${port}/api/datasets/${BIG_DS}/tree/`), `Link for Host localhost:${port}: ${viaName.headers.link}`);
 
     // a sub-folder listing (one page of 650)
     const sub = [];
@@ -410,28 +415,38 @@ test("private and gated: cached metadata and revision mappings are never served 
       }
     }
 
-    // gated: metadata is public on the Hub, file content is not. A revision->commit mapping
-    // learned from hf_granted's requests must not open the files to anonymous callers.
+    // gated: metadata is public on the Hub, file content is not. Neither a revision->commit mapping
+    // learned from hf_granted's requests nor an anonymous 200 on the repo's metadata (what python's
+    // snapshot_download asks first) may open the files to anonymous callers.
     const G = "acme/gated-model";
     const gated = fake.repos[G];
     for (const p of ["config.json", "model.safetensors"]) {
-      const r = await http1(hubUrl, "GET", `/${G}/resolve/main/${p}`, { headers: { Authorization: "Bearer hf_granted" } });
-      assert.equal(r.status, 200, `hf_granted ${p}: ${desc(r)}`);
+      for (const rev of ["main", gated.mainCommit]) {
+        const r = await http1(hubUrl, "GET", `/${G}/resolve/${rev}/${p}`, { headers: { Authorization: "Bearer hf_granted" } });
+        assert.equal(r.status, 200, `hf_granted ${p}@${rev}: ${desc(r)}`);
+      }
     }
     const gi = await pyApi(hubUrl, "GET", `/api/models/${G}/revision/main`, { token: "hf_granted" });
     assert.equal(gi.status, 200);
-    for (const p of ["config.json", "model.safetensors"]) {
-      for (const rev of ["main", gated.mainCommit]) {
-        for (const method of ["GET", "HEAD"]) {
-          const r = await http1(hubUrl, method, `/${G}/resolve/${rev}/${p}`);
-          assert.equal(r.status, 401, `anonymous ${method} gated ${p}@${rev} after hf_granted: ${desc(r)}`);
-          assert.equal(r.headers["x-error-code"], "GatedRepo");
+    const checkAnonFiles = async (when) => {
+      for (const p of ["config.json", "model.safetensors"]) {
+        for (const rev of ["main", gated.mainCommit]) {
+          for (const method of ["GET", "HEAD"]) {
+            const r = await http1(hubUrl, method, `/${G}/resolve/${rev}/${p}`);
+            assert.equal(r.status, 401, `anonymous ${method} gated ${p}@${rev} ${when}: ${desc(r)}`);
+            assert.equal(r.headers["x-error-code"], "GatedRepo", `anonymous ${method} gated ${p}@${rev} ${when}: X-Error-Code`);
+            assert.notEqual(r.sha256, gated.files[p].sha256, `anonymous ${method} gated ${p}@${rev} ${when}: got the file`);
+          }
         }
       }
-    }
+    };
+    await checkAnonFiles("after hf_granted fetched them");
     const anonInfo = await pyApi(hubUrl, "GET", `/api/models/${G}/revision/main`);
     assert.equal(anonInfo.status, 200, "gated repo info is public on the Hub");
     assert.equal(parseJson(anonInfo).gated, "auto");
+    const anonTree = await pyApi(hubUrl, "GET", `/api/models/${G}/tree/${gated.mainCommit}?recursive=true&expand=false`);
+    assert.equal(anonTree.status, 200, "gated repo tree is public on the Hub");
+    await checkAnonFiles("after an anonymous revision/main + tree of the gated repo (python snapshot_download's first calls)");
   }));
 
 // ---------------------------------------------------------------------------------------------- 8
@@ -503,7 +518,7 @@ test("--read-only: writes get 405 JSON and never reach the Hub; reads (incl. pat
     assert.equal(g.sha256, tiny.files["config.json"].sha256);
   }));
 
-// ---------------------------------------------------------------------------------------------- 9b
+// ---------------------------------------------------------------------------------------------- 10
 test("concurrent cold metadata requests: every caller gets the full, right answer", { skip, timeout: 30000 }, () =>
   withOwnHc("concurrent", [], async (url) => {
     const want = Object.keys(bigDs.files).filter((p) => p.startsWith("data/validation/")).sort();
@@ -534,7 +549,7 @@ test("concurrent cold metadata requests: every caller gets the full, right answe
     if (process.env.HUBCACHE_IT_VERBOSE) console.log(`36 concurrent cold requests -> ${d.hub.length} upstream requests`);
   }));
 
-// ---------------------------------------------------------------------------------------------- 10
+// ---------------------------------------------------------------------------------------------- 11
 test("/resolve at a branch: the revision->commit mapping (from revision/{rev} answers and from resolve HEADs) is reused within --revision-ttl", { skip, timeout: 30000 }, () =>
   withOwnHc("mapping", ["--revision-ttl", "30s"], async (url) => {
     const names = ["README.md", "model.safetensors"];
@@ -571,7 +586,7 @@ test("/resolve at a branch: the revision->commit mapping (from revision/{rev} an
     zeroHub(d2, "a cached file at tag v1.0, asked again within --revision-ttl");
   }));
 
-// ---------------------------------------------------------------------------------------------- 11
+// ---------------------------------------------------------------------------------------------- 12
 test("answers fetched with a token are reused for that token only, even for a public repo", { skip, timeout: 30000 }, () =>
   withOwnHc("token-answers", [], async (url) => {
     const p = `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}/data?recursive=false&expand=false`;
@@ -589,7 +604,7 @@ test("answers fetched with a token are reused for that token only, even for a pu
     }
   }));
 
-// ---------------------------------------------------------------------------------------------- 12
+// ---------------------------------------------------------------------------------------------- 13
 test("a cached metadata answer costs about as little as a cached file (no per-request overhead)", { skip, timeout: 30000 }, () =>
   withHc(async (hubUrl) => {
     const api = `/api/models/${REPO}/tree/${tiny.mainCommit}?recursive=true&expand=false`;

@@ -89,6 +89,37 @@ async function hubSnapshot(url, which, revision, wantCommit, what) {
 }
 
 const warningOf = (r) => r.headers.warning ?? null;
+
+const G = "acme/gated-model";
+/** Anonymous metadata of the gated repo (public) + its files fetched by hf_granted, at main and at the commit. */
+async function fillGated(url) {
+  const gated = fake.repos[G];
+  const info = await pyApi(url, "GET", `/api/models/${G}/revision/main`);
+  assert.equal(info.status, 200, `anonymous gated repo info: ${desc(info)}`);
+  const tree = await pyApi(url, "GET", `/api/models/${G}/tree/${gated.mainCommit}?recursive=true&expand=false`);
+  assert.equal(tree.status, 200, `anonymous gated tree: ${desc(tree)}`);
+  for (const rev of ["main", gated.mainCommit]) {
+    for (const f of Object.values(gated.files)) {
+      const r = await http1(url, "GET", `/${G}/resolve/${rev}/${f.path}`, { headers: { Authorization: "Bearer hf_granted" } });
+      assert.equal(r.sha256, f.sha256, `hf_granted ${f.path}@${rev}: ${desc(r)}`);
+    }
+  }
+}
+/** Anonymous requests for the gated repo's files must never get the bytes (whatever upstream is doing). */
+async function assertGatedRefused(url, what) {
+  const gated = fake.repos[G];
+  for (const rev of ["main", gated.mainCommit]) {
+    for (const f of [gated.files["config.json"], gated.files["model.safetensors"]]) {
+      for (const method of ["GET", "HEAD"]) {
+        const r = await http1(url, method, `/${G}/resolve/${rev}/${f.path}`, { headers: { "Accept-Encoding": "identity" } });
+        assert.notEqual(r.status, 200, `${what}: anonymous ${method} gated ${f.path}@${rev} (cached for hf_granted only): ${desc(r)}`);
+        assert.ok(r.status >= 400, `${what}: anonymous ${method} gated ${f.path}@${rev}: ${desc(r)}`);
+        assert.notEqual(r.sha256, f.sha256, `${what}: anonymous got the gated file`);
+        assert.equal(r.headers["x-linked-etag"], undefined, `${what}: no file metadata on a refusal`);
+      }
+    }
+  }
+}
 const isJsonError = (r, what) => {
   assert.match(r.headers["content-type"] ?? "", /application\/json/, `${what}: content-type: ${desc(r)}`);
   assert.equal(typeof parseJson(r, what).error, "string", `${what}: JSON {error}: ${r.body}`);
@@ -118,6 +149,8 @@ test("online: python-shaped snapshot (paginated tree, HEAD + GET per file) with 
       const r = await pyApi(url, "GET", p, { token: "hf_owner" });
       assert.equal(r.status, 200, `hf_owner ${p}: ${desc(r)}`);
     }
+    // a gated repo: its metadata is public (anonymous 200), its files only for hf_granted
+    await fillGated(url);
     await fake.idle();
     lastOnline = Date.now();
     assert.equal(fake.stats().cdn.authorizationSeen, 0);
@@ -169,6 +202,8 @@ test("Hub stopped, hubcache restarted: the same snapshots (branch and commit) in
       assert.notEqual(r.status, 200, `anonymous ${p}, Hub down, cached only for hf_owner: ${desc(r)}`);
       assert.ok(!r.body.includes("weights.bin"), `anonymous ${p}: the body leaks the private listing`);
     }
+    // gated files were fetched by hf_granted only (last: a failure here must not hide the rest)
+    await assertGatedRefused(url, "Hub down");
   });
 });
 
@@ -268,6 +303,7 @@ test("--offline: cached snapshots (by branch and by commit) work, anything uncac
     await fake.idle();
     const s = fake.stats();
     assert.equal(s.hub.requests + s.cdn.requests, 0, `--offline must never contact upstream: ${logLines(s.log)}`);
+    await assertGatedRefused(url, "--offline");
   });
 });
 
@@ -302,6 +338,7 @@ test("429 and 5xx from the Hub never reach clients for anything cached; Retry-Af
     const url = rec.hc.url;
     fake.reset();
     await cachedWorkload(url, "fill");
+    await fillGated(url);
 
     for (const status of [500, 502, 503]) {
       await sleep(1300); // every TTL over: each request now asks upstream first
@@ -354,6 +391,15 @@ test("429 and 5xx from the Hub never reach clients for anything cached; Retry-Af
       const afterWait = await upstreamDuring(fake, () => pyApi(url, "GET", coldPath));
       assert.equal(afterWait.value.status, 200, `${label}: after the wait: ${desc(afterWait.value)}`);
       assert.ok(afterWait.hub.length >= 1, `${label}: after the wait hubcache asks upstream again`);
+    }
+
+    // gated files were fetched by hf_granted only: an upstream 5xx must not open them to anonymous callers
+    await sleep(1300);
+    fake.scenario({ hubStatus: { status: 503, count: "always" } });
+    try {
+      await assertGatedRefused(url, "Hub answers 503");
+    } finally {
+      fake.scenario({ hubStatus: null });
     }
   }, rec);
   await fleet.stop(rec);

@@ -70,6 +70,10 @@ class Exchange {
   // write_chunk/finish_chunks). For HEAD requests, send no body.
   virtual net::awaitable<result<void>> write_head(HeadResponse& response) = 0;
   virtual net::awaitable<result<void>> write_body(std::span<const std::byte> data) = 0;
+  // Sends `length` bytes of the file `fd` from `offset` as body bytes, with
+  // sendfile(2): the bytes go from the page cache to the socket without a
+  // copy through user space. REQUIRES: `fd` stays open until this completes.
+  virtual net::awaitable<result<void>> write_file(int fd, std::uint64_t offset, std::uint64_t length) = 0;
   virtual net::awaitable<result<void>> write_chunk(std::span<const std::byte> data) = 0;
   virtual net::awaitable<result<void>> finish_chunks() = 0;
 

@@ -14,6 +14,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
+#include <fcntl.h>
+#include <unistd.h>
 #include <future>
 #include <thread>
 
@@ -63,6 +66,14 @@ class ServerTest : public ::testing::Test {
       co_await ex.finish_chunks();
       co_return;
     }
+    if (target == "/file") {
+      // 3 MiB + 5 of a temp file, from offset 7: exercises sendfile and its partial writes.
+      HeadResponse res{bhttp::status::ok, 11};
+      res.content_length(m_file_length);
+      co_await ex.write_head(res);
+      co_await ex.write_file(m_file_fd, 7, m_file_length);
+      co_return;
+    }
     if (target == "/slow") {
       ++m_slow_started;
       net::steady_timer t(co_await net::this_coro::executor, 300ms);
@@ -97,7 +108,32 @@ class ServerTest : public ::testing::Test {
   tcp::endpoint m_endpoint;
   std::thread m_thread;
   std::atomic<int> m_slow_started{0};
+  int m_file_fd = -1;
+  std::uint64_t m_file_length = 0;
 };
+
+TEST_F(ServerTest, WriteFileSendsTheRequestedSpan) {
+  test::TempDir dir;
+  const auto path = dir.path() / "blob";
+  std::string content(3 * 1024 * 1024 + 12, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    std::fwrite(content.data(), 1, content.size(), f);
+    std::fclose(f);
+  }
+  m_file_fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(m_file_fd, 0);
+  m_file_length = content.size() - 7 - 5;
+  auto s = connect();
+  beast::flat_buffer buf;
+  auto res = roundtrip(s, bhttp::verb::get, "/file", buf);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), content.substr(7, m_file_length));
+  // The connection stays usable after sendfile.
+  EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/x", buf).body(), "you asked for /x");
+  ::close(m_file_fd);
+}
 
 TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   auto s = connect();

@@ -48,6 +48,7 @@ TEST_F(DiskBlobWriterTest, OpenReaderFromAnotherThreadDuringCommit) {
     ASSERT_TRUE(test::run(m_ioc, writer->append(as_bytes(data))));
 
     std::atomic<bool> committed{false};
+    std::atomic<bool> running{false};
     std::atomic<int> opened{0};
     std::atomic<int> failures{0};
     std::thread follower([&] {
@@ -58,6 +59,7 @@ TEST_F(DiskBlobWriterTest, OpenReaderFromAnotherThreadDuringCommit) {
           continue;
         }
         ++opened;
+        running = true;
         // pread directly: the reader's coroutine API needs an io_context.
         std::string head(16, '\0');
         if (::pread((*reader)->native_handle(), head.data(), head.size(), 0) != 16 || head != data.substr(0, 16)) {
@@ -65,12 +67,12 @@ TEST_F(DiskBlobWriterTest, OpenReaderFromAnotherThreadDuringCommit) {
         }
       }
     });
+    while (!running.load()) std::this_thread::yield();  // commit while the follower is busy
     auto key = test::run(m_ioc, writer->commit());
     committed = true;
     follower.join();
     ASSERT_TRUE(key.has_value()) << key.error().message();
     EXPECT_EQ(failures.load(), 0) << "round " << round;
-    EXPECT_GT(opened.load(), 0);
   }
 }
 
