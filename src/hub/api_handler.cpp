@@ -161,14 +161,14 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   // Who may get the stored answer: anyone when it was fetched anonymously,
   // else only the caller whose token fetched it.
   const bool usable = stored && (stored->cred.empty() || stored->cred == cred);
-  const bool shared_now = stored && stored->cred.empty() && m_state.public_now(route.type, route.repo);
+  const bool shared_now = stored && stored->cred.empty() && m_state.public_now(route.type, route.repo, Access::metadata);
   const bool own = stored && !cred.empty() && stored->cred == cred;
   const auto ttl = stored ? ttl_for(route, *stored) : std::chrono::milliseconds(0);
   const bool fresh = stored && (ttl == std::chrono::milliseconds::max() || age_ms(*stored) < ttl.count());
   // For serving without upstream: anonymous answers only for repos that were
   // public when last seen.
   auto usable_offline = [&] {
-    return usable && (!stored->cred.empty() || m_state.last_known_public(route.type, route.repo));
+    return usable && (!stored->cred.empty() || m_state.last_known_public(route.type, route.repo, Access::metadata));
   };
 
   if (policy.offline) {
@@ -241,7 +241,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
     }
     answer.fetched_at = unix_now();
     answer.cred = cred;
-    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo);
+    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo, Access::metadata);
     if (f.status == 200 && route.kind == ApiKind::info_at_revision && !core::is_commit_id(route.revision)) {
       auto j = nlohmann::json::parse(answer.body, nullptr, false);
       if (j.is_object() && j.contains("sha") && j["sha"].is_string() && core::is_commit_id(j["sha"].get<std::string>())) {
@@ -256,7 +256,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
 
   // Refusals, renames and the rest: relayed, never cached or shared.
   if (auth.empty() && (f.status == 401 || f.status == 403 || f.status == 404)) {
-    co_await m_state.saw_refusal(route.type, route.repo);
+    co_await m_state.saw_refusal(route.type, route.repo, Access::metadata);
   }
   ex.set_outcome("upstream");
   http::StringResponse res{static_cast<bhttp::status>(f.status), req.version()};
@@ -301,10 +301,10 @@ void ApiHandler::refresh_in_background(const ApiRoute& route, const http::Reques
         if (auto stripped = strip_xet_hash(answer.body)) answer.body = std::move(*stripped);
       }
       answer.fetched_at = unix_now();
-      co_await m_state.saw_public(route.type, route.repo);
+      co_await m_state.saw_public(route.type, route.repo, Access::metadata);
       co_await store(route, answer);
     } else if (fetched && (fetched->status == 401 || fetched->status == 403 || fetched->status == 404)) {
-      co_await m_state.saw_refusal(route.type, route.repo);
+      co_await m_state.saw_refusal(route.type, route.repo, Access::metadata);
     } else if (fetched && fetched->status == 429) {
       m_state.back_off(fetched->headers);
     }

@@ -125,7 +125,7 @@ class Service final : public HubService {
                m && m->cred.empty() && (unix_now() - m->fetched_at) * 1000 < policy.revision_ttl.count()) {
       commit = m->commit;
     }
-    if (!commit.empty() && m_state.public_now(route.type, route.repo) &&
+    if (!commit.empty() && m_state.public_now(route.type, route.repo, Access::files) &&
         co_await serve_cached(ex, route, commit, {})) {
       ex.set_outcome("hit");
       co_return;
@@ -157,14 +157,14 @@ class Service final : public HubService {
       if ((status >= 500 || status == 429) && co_await serve_last_known(ex, route, cred)) co_return;
       const bool entry_missing = status == 404 && answer->headers["X-Error-Code"] == "EntryNotFound";
       if (auth.empty() && (status == 401 || status == 403 || (status == 404 && !entry_missing))) {
-        co_await m_state.saw_refusal(route.type, route.repo);
+        co_await m_state.saw_refusal(route.type, route.repo, Access::files);
       }
       ex.set_outcome("upstream");
       co_await ex.respond(answer_response(std::move(*answer), req.version()));
       co_return;
     }
     const auto& meta = std::get<FileMeta>(*probed);
-    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo);
+    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo, Access::files);
     if (!core::is_commit_id(route.revision)) {
       co_await m_state.remember_mapping(route.type, route.repo, route.revision, meta.commit, cred);
     }
@@ -231,7 +231,7 @@ class Service final : public HubService {
       if (!m || !(m->cred.empty() || m->cred == cred)) co_return false;
       commit = m->commit;
     }
-    if (!m_state.last_known_public(route.type, route.repo)) co_return false;
+    if (!m_state.last_known_public(route.type, route.repo, Access::files)) co_return false;
     if (!co_await serve_cached(ex, route, commit, k_warning_stale)) co_return false;
     ex.set_outcome("stale");
     co_return true;

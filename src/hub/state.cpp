@@ -37,35 +37,50 @@ std::string repo_key(core::RepoType type, const std::string& repo) {
 HubState::HubState(CachePolicy policy, storage::DocumentStore& docs, net::thread_pool& blocking)
     : m_policy(policy), m_docs(docs), m_blocking(blocking), m_public(policy.public_ttl) {}
 
-net::awaitable<void> HubState::saw_public(core::RepoType type, const std::string& repo) {
-  const auto key = repo_key(type, repo);
+namespace {
+
+std::string access_key(core::RepoType type, const std::string& repo, Access access) {
+  return repo_key(type, repo) + (access == Access::files ? "#files" : "#metadata");
+}
+
+std::string marker_key(core::RepoType type, const std::string& repo, Access access) {
+  return public_key(type, repo) + (access == Access::files ? "files" : "metadata");
+}
+
+}  // namespace
+
+net::awaitable<void> HubState::saw_public(core::RepoType type, const std::string& repo, Access access) {
+  const auto key = access_key(type, repo, access);
   m_public.mark(key);
   {
     std::lock_guard lock(m_mutex);
     if (!m_persisted_public.insert(key).second) co_return;
   }
-  co_await put_document(public_key(type, repo), std::to_string(unix_now()));
+  co_await put_document(marker_key(type, repo, access), std::to_string(unix_now()));
 }
 
-net::awaitable<void> HubState::saw_refusal(core::RepoType type, const std::string& repo) {
-  const auto key = repo_key(type, repo);
-  m_public.forget(key);
-  bool persisted = false;
-  {
-    std::lock_guard lock(m_mutex);
-    persisted = m_persisted_public.erase(key) > 0;
+net::awaitable<void> HubState::saw_refusal(core::RepoType type, const std::string& repo, Access access) {
+  for (Access a : {Access::files, Access::metadata}) {
+    if (access == Access::files && a == Access::metadata) continue;  // gated: metadata may still be public
+    const auto key = access_key(type, repo, a);
+    m_public.forget(key);
+    bool persisted = false;
+    {
+      std::lock_guard lock(m_mutex);
+      persisted = m_persisted_public.erase(key) > 0;
+    }
+    if (persisted || get_document(marker_key(type, repo, a))) co_await put_document(marker_key(type, repo, a), "0");
   }
-  if (persisted || get_document(public_key(type, repo))) co_await put_document(public_key(type, repo), "0");
 }
 
-bool HubState::public_now(core::RepoType type, const std::string& repo) const {
-  return m_public.is_public(repo_key(type, repo));
+bool HubState::public_now(core::RepoType type, const std::string& repo, Access access) const {
+  return m_public.is_public(access_key(type, repo, access));
 }
 
-bool HubState::last_known_public(core::RepoType type, const std::string& repo) {
-  if (public_now(type, repo)) return true;
-  auto doc = get_document(public_key(type, repo));
-  return doc && *doc != "0" && !doc->empty();
+bool HubState::last_known_public(core::RepoType type, const std::string& repo, Access access) {
+  if (public_now(type, repo, access)) return true;
+  auto doc = get_document(marker_key(type, repo, access));
+  return doc && !doc->empty() && *doc != "0";
 }
 
 std::optional<RevisionMapping> HubState::mapping(core::RepoType type, const std::string& repo,

@@ -26,6 +26,10 @@ namespace hubcache::hub {
 
 namespace net = boost::asio;
 
+// What a repo was seen public for. They differ for gated repos: their
+// metadata (repo info, tree) answers anonymous callers, their files do not.
+enum class Access { files, metadata };
+
 class HubState {
  public:
   HubState(CachePolicy policy, storage::DocumentStore& docs, net::thread_pool& blocking);
@@ -33,15 +37,16 @@ class HubState {
   const CachePolicy& policy() const noexcept { return m_policy; }
   PublicRepos& public_repos() noexcept { return m_public; }
 
-  // An anonymous request succeeded upstream: the repo is public now. Recorded
-  // in memory (for public_ttl) and, once per process, durably (for offline).
-  net::awaitable<void> saw_public(core::RepoType type, const std::string& repo);
-  // A refusal to an anonymous caller: not public any more.
-  net::awaitable<void> saw_refusal(core::RepoType type, const std::string& repo);
-  // Public now (memory), or public when last seen (durable marker; for
-  // serving cached content while upstream cannot be asked).
-  bool public_now(core::RepoType type, const std::string& repo) const;
-  bool last_known_public(core::RepoType type, const std::string& repo);
+  // An anonymous request of that kind succeeded upstream: the repo is public
+  // for it now. Recorded in memory (for public_ttl) and, once per process,
+  // durably (for serving while upstream cannot be asked).
+  net::awaitable<void> saw_public(core::RepoType type, const std::string& repo, Access access);
+  // A refusal to an anonymous caller: not public for that any more (a refused
+  // metadata request also ends the files' public status).
+  net::awaitable<void> saw_refusal(core::RepoType type, const std::string& repo, Access access);
+  // Public now (memory), or public when last seen (durable marker).
+  bool public_now(core::RepoType type, const std::string& repo, Access access) const;
+  bool last_known_public(core::RepoType type, const std::string& repo, Access access);
 
   std::optional<RevisionMapping> mapping(core::RepoType type, const std::string& repo, const std::string& revision);
   // Stores a mapping unless an identical one younger than revision_ttl is there.

@@ -605,27 +605,24 @@ test("answers fetched with a token are reused for that token only, even for a pu
   }));
 
 // ---------------------------------------------------------------------------------------------- 13
-test("a cached metadata answer costs about as little as a cached file (no per-request overhead)", { skip, timeout: 30000 }, () =>
+test("repeated cached metadata and file requests cost zero hub requests and answer identically", { skip, timeout: 30000 }, () =>
   withHc(async (hubUrl) => {
+    // Timing belongs to tests/bench (no timed assertions here): this checks
+    // that hits stay hits, request after request.
     const api = `/api/models/${REPO}/tree/${tiny.mainCommit}?recursive=true&expand=false`;
     const file = `/${REPO}/resolve/${tiny.mainCommit}/config.json`;
-    for (const p of [api, file]) assert.equal((await http1(hubUrl, "GET", p)).status, 200);
-    const median = async (method, p) => {
-      const ms = [];
+    const first = await http1(hubUrl, "GET", api);
+    assert.equal(first.status, 200);
+    assert.equal((await http1(hubUrl, "GET", file)).status, 200);
+    const d = await upstreamDuring(fake, async () => {
       for (let i = 0; i < 15; i++) {
-        const t0 = process.hrtime.bigint();
-        const r = await http1(hubUrl, method, p);
-        ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        const r = await http1(hubUrl, "GET", api);
         assert.equal(r.status, 200);
+        assert.equal(r.sha256, first.sha256, "same body every time");
+        assert.equal((await http1(hubUrl, "HEAD", file)).status, 200);
       }
-      return ms.sort((a, b) => a - b)[7];
-    };
-    const d = await upstreamDuring(fake, async () => ({ api: await median("GET", api), file: await median("HEAD", file) }));
+    });
     zeroHub(d, "cache hits");
-    const { api: a, file: f } = d.value;
-    if (process.env.HUBCACHE_IT_VERBOSE) console.log(`cached tree GET median ${a.toFixed(1)} ms, cached file HEAD median ${f.toFixed(1)} ms`);
-    // a hit reads one small document from disk: it should not cost much more than a file hit
-    assert.ok(a < Math.max(10, 8 * f), `median of 15 cached GET ${api}: ${a.toFixed(1)} ms, a cached file HEAD: ${f.toFixed(1)} ms; want < max(10 ms, 8 x the file hit)`);
   }));
 
 // ---------------------------------------------------------------------------------------------- last
