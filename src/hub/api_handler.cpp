@@ -150,6 +150,17 @@ net::awaitable<void> ApiHandler::store(const ApiRoute& route, const CachedAnswer
   co_await m_state.put_document(key, encode(answer));
 }
 
+bool ApiHandler::superseded(const ApiRoute& route, const CachedAnswer& answer) {
+  // A stale revision answer must not contradict a newer branch -> commit
+  // mapping learnt through another request (another expand= variant, or a
+  // file request): a client would see main move back in time.
+  if (route.kind != ApiKind::info_at_revision || core::is_commit_id(route.revision)) return false;
+  auto m = m_state.mapping(route.type, route.repo, route.revision);
+  if (!m || m->fetched_at <= answer.fetched_at) return false;
+  auto j = nlohmann::json::parse(answer.body, nullptr, false);
+  return !(j.is_object() && j.contains("sha") && j["sha"] == m->commit);
+}
+
 net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& route) {
   const auto& req = ex.request();
   const std::string auth(req[bhttp::field::authorization]);
@@ -187,7 +198,8 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
     co_return;
   }
   const auto swr = policy.stale_while_revalidate.count();
-  if (shared_now && swr > 0 && ttl != std::chrono::milliseconds::max() && age_ms(*stored) < ttl.count() + swr) {
+  if (shared_now && swr > 0 && ttl != std::chrono::milliseconds::max() && age_ms(*stored) < ttl.count() + swr &&
+      !superseded(route, *stored)) {
     ex.set_outcome("stale");
     refresh_in_background(route, req);
     co_await serve(ex, *stored, k_warning_stale);

@@ -448,14 +448,19 @@ class DiskBlobWriter final : public BlobWriter {
   std::uint64_t written() const noexcept override { return m_written.load(); }
 
   result<BlobReaderPtr> open_reader() override {
-    const Phase phase = m_phase.load();
+    Phase phase = m_phase.load();
     if (phase == Phase::failed) return m_failure;
     fs::path path = phase == Phase::committed ? m_store->blob_path(m_key_hex) : m_staging;
     auto fd = detail::open_file(path, O_RDONLY);
-    if (!fd && phase == Phase::committing && fd.error() == std::errc::no_such_file_or_directory) {
-      // The commit renamed the file meanwhile; its final name has the same bytes.
-      path = m_store->blob_path(m_key_hex);
-      fd = detail::open_file(path, O_RDONLY);
+    if (!fd && phase != Phase::committed && fd.error() == std::errc::no_such_file_or_directory) {
+      // A commit renamed the staging file since we looked at the phase (this
+      // may run on another thread); its final name has the same bytes.
+      phase = m_phase.load();
+      if (phase == Phase::failed) return m_failure;
+      if (phase != Phase::open) {
+        path = m_store->blob_path(m_key_hex);
+        fd = detail::open_file(path, O_RDONLY);
+      }
     }
     if (!fd) return detail::io_error("open", path, fd.error());
     return BlobReaderPtr(std::make_unique<DiskBlobReader>(std::move(*fd), m_expected.size, path));

@@ -1,6 +1,7 @@
 // The GCS JSON API behaviour that firebase-tools' storage emulator (15.34.2)
-// lacks, added in front of its own router. Facts and the reasons for each
-// item: /work/shared/docs/gcs-emulator.md ("What a compat layer must do").
+// lacks, added in front of its own router (docs/gcs.md; the measurements
+// behind each item are in the team's gcs-emulator.md notes, "What a compat
+// layer must do").
 //
 //   1. PATCH / rewriteTo / copyTo also under /storage/v1/b/...
 //   2. bucket get and insert under /storage/v1/b
