@@ -10,6 +10,10 @@
 
 namespace hubcache::flight {
 
+namespace {
+constexpr auto k_recheck = std::chrono::milliseconds(50);
+}  // namespace
+
 void Watermark::advance(std::uint64_t available) {
   {
     std::lock_guard lock(m_mutex);
@@ -54,7 +58,10 @@ net::awaitable<result<Watermark::State>> Watermark::wait_beyond(std::uint64_t of
                                                                 std::chrono::steady_clock::duration timeout,
                                                                 std::uint64_t want) {
   using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + timeout;
+  // The timeout is for a fill without progress: a client far ahead of a
+  // healthy fill keeps waiting as long as bytes keep coming.
+  auto deadline = Clock::now() + timeout;
+  std::uint64_t progress_seen = state().available;
   if (want == 0) want = 1;
   std::optional<Clock::time_point> data_since;  // when bytes past `offset` were first seen
   auto timer = std::make_shared<net::steady_timer>(co_await net::this_coro::executor);
@@ -65,12 +72,20 @@ net::awaitable<result<Watermark::State>> Watermark::wait_beyond(std::uint64_t of
       if (m_state.finished && m_state.error) co_return m_state.error;
       if (m_state.finished || m_state.available >= offset + want) co_return m_state;
       const auto now = Clock::now();
+      if (m_state.available > progress_seen) {
+        progress_seen = m_state.available;
+        deadline = now + timeout;
+      }
       if (m_state.available > offset) {
         if (!data_since) data_since = now;
         if (now - *data_since >= m_wake_interval) co_return m_state;
         wake_at = std::min(deadline, *data_since + m_wake_interval);
       } else if (now >= deadline) {
         co_return errc::timeout;
+      } else {
+        // Wake-ups are batched (see advance()); re-check now and then so a
+        // small advance right before an upstream stall is not missed.
+        wake_at = std::min(deadline, now + k_recheck);
       }
       m_waiters.push_back(timer);
     }

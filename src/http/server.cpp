@@ -104,6 +104,8 @@ class ExchangeImpl final : public Exchange {
       if (n > 0) {
         length -= static_cast<std::uint64_t>(n);
         m_bytes += static_cast<std::uint64_t>(n);
+        // Let other connections on this I/O thread run between chunks.
+        if (length > 0) co_await net::post(socket.get_executor(), net::use_awaitable);
         continue;
       }
       if (n == 0) {  // the file is shorter than promised

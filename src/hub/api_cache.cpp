@@ -71,10 +71,12 @@ std::optional<RevisionMapping> decode_mapping(const std::string& doc) {
   }
 }
 
-std::string credential_id(std::string_view authorization) {
-  if (authorization.empty()) return {};
+std::string credential_id(std::string_view authorization, std::string_view cookie) {
+  if (authorization.empty() && cookie.empty()) return {};
   util::Sha256Hasher h;
   h.update(authorization);
+  h.update(std::string_view("\n"));  // unambiguous split between the two values
+  h.update(cookie);
   return h.finish().hex();
 }
 

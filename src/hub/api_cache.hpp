@@ -42,8 +42,9 @@ std::optional<CachedAnswer> decode_answer(const std::string& doc);
 std::string encode(const RevisionMapping& m);
 std::optional<RevisionMapping> decode_mapping(const std::string& doc);
 
-// sha256 hex of an Authorization value; "" for anonymous.
-std::string credential_id(std::string_view authorization);
+// Who a request speaks for: sha256 hex of its Authorization and Cookie
+// values ("" for anonymous), never the secret itself.
+std::string credential_id(std::string_view authorization, std::string_view cookie = {});
 
 // Wall-clock seconds (records outlive processes, so not steady_clock).
 std::int64_t unix_now();

@@ -47,6 +47,10 @@ struct ApiHandler::Fetched {
 ApiHandler::ApiHandler(HubClient& hub, HubState& state, net::io_context& io, std::string public_url)
     : m_hub(hub), m_state(state), m_io(io), m_public_url(std::move(public_url)) {}
 
+std::string credential_id(const http::Request& req) {
+  return credential_id(std::string_view(req[bhttp::field::authorization]), std::string_view(req[bhttp::field::cookie]));
+}
+
 http::StringResponse answer_response(UpstreamAnswer answer, unsigned version) {
   http::StringResponse res{static_cast<bhttp::status>(answer.status), version};
   for (const auto& f : answer.headers) res.insert(f.name_string(), f.value());
@@ -96,7 +100,7 @@ net::awaitable<result<ApiHandler::Fetched>> ApiHandler::fetch(const http::Reques
         f.name() == bhttp::field::accept_encoding) {
       continue;
     }
-    if (anonymous && f.name() == bhttp::field::authorization) continue;
+    if (anonymous && (f.name() == bhttp::field::authorization || f.name() == bhttp::field::cookie)) continue;
     if (f.name() == bhttp::field::accept) {
       const auto accept = strip_xet_accept(f.value());
       if (!accept.empty()) up.headers.set(bhttp::field::accept, accept);
@@ -163,8 +167,8 @@ bool ApiHandler::superseded(const ApiRoute& route, const CachedAnswer& answer) {
 
 net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& route) {
   const auto& req = ex.request();
-  const std::string auth(req[bhttp::field::authorization]);
-  const std::string cred = credential_id(auth);
+  const std::string cred = credential_id(req);
+  const bool anonymous = cred.empty();
   const auto& policy = m_state.policy();
 
   std::optional<CachedAnswer> stored;
@@ -205,7 +209,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
     co_await serve(ex, *stored, k_warning_stale);
     co_return;
   }
-  if (m_state.backing_off()) {
+  if (m_state.backing_off(cred)) {
     if (usable_offline()) {
       ex.set_outcome("stale");
       co_await serve(ex, *stored, k_warning_stale);
@@ -219,7 +223,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
 
   auto fetched = co_await fetch(req, false);
   const bool upstream_failed = !fetched || fetched->status >= 500 || fetched->status == 429;
-  if (fetched && fetched->status == 429) m_state.back_off(fetched->headers);
+  if (fetched && fetched->status == 429) m_state.back_off(fetched->headers, cred);
   if (upstream_failed) {
     if (usable_offline()) {
       ex.set_outcome("stale");
@@ -253,7 +257,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
     }
     answer.fetched_at = unix_now();
     answer.cred = cred;
-    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo, Access::metadata);
+    if (anonymous) co_await m_state.saw_public(route.type, route.repo, Access::metadata);
     if (f.status == 200 && route.kind == ApiKind::info_at_revision && !core::is_commit_id(route.revision)) {
       auto j = nlohmann::json::parse(answer.body, nullptr, false);
       if (j.is_object() && j.contains("sha") && j["sha"].is_string() && core::is_commit_id(j["sha"].get<std::string>())) {
@@ -267,7 +271,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   }
 
   // Refusals, renames and the rest: relayed, never cached or shared.
-  if (auth.empty() && (f.status == 401 || f.status == 403 || f.status == 404)) {
+  if (anonymous && (f.status == 401 || f.status == 403 || f.status == 404)) {
     co_await m_state.saw_refusal(route.type, route.repo, Access::metadata);
   }
   ex.set_outcome("upstream");
@@ -294,6 +298,7 @@ void ApiHandler::refresh_in_background(const ApiRoute& route, const http::Reques
   // The refresh runs anonymously: it renews the shared (public) answer.
   http::Request copy = req;
   copy.erase(bhttp::field::authorization);
+  copy.erase(bhttp::field::cookie);
   auto task = [this, route, copy = std::move(copy)]() -> net::awaitable<void> {
     auto fetched = co_await fetch(copy, true);
     if (fetched && (fetched->status == 200 || is_entry_not_found(fetched->status, fetched->headers))) {
@@ -318,7 +323,7 @@ void ApiHandler::refresh_in_background(const ApiRoute& route, const http::Reques
     } else if (fetched && (fetched->status == 401 || fetched->status == 403 || fetched->status == 404)) {
       co_await m_state.saw_refusal(route.type, route.repo, Access::metadata);
     } else if (fetched && fetched->status == 429) {
-      m_state.back_off(fetched->headers);
+      m_state.back_off(fetched->headers, "");
     }
     std::lock_guard lock(m_mutex);
     m_refreshing.erase(route.cache_key);
@@ -376,7 +381,13 @@ net::awaitable<void> ApiHandler::relay(http::Exchange& ex) {
     co_return;
   }
   auto& resp = **sent;
-  if (resp.status() == 429) m_state.back_off(resp.headers());
+  if (resp.status() < 200) {
+    // Interim answers are never final: relaying one would desynchronise the
+    // client, and the connection must not be reused.
+    co_await ex.respond(error_response(errc::upstream_protocol, req.version()));
+    co_return;
+  }
+  if (resp.status() == 429) m_state.back_off(resp.headers(), credential_id(req));
   http::HeadResponse res{static_cast<bhttp::status>(resp.status()), req.version()};
   for (const auto& f : resp.headers()) {
     const auto name = std::string_view(f.name_string());

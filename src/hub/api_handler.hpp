@@ -55,6 +55,9 @@ class ApiHandler {
   std::set<std::string> m_refreshing;  // cache keys with a background refresh running; guarded by m_mutex
 };
 
+// credential_id() of a client request (Authorization and Cookie).
+std::string credential_id(const http::Request& req);
+
 // The response a client gets for a relayed upstream refusal.
 http::StringResponse answer_response(UpstreamAnswer answer, unsigned version);
 

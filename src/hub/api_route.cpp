@@ -249,6 +249,14 @@ result<std::optional<ApiRoute>> parse_api_route(std::string_view method, std::st
       add_field(key, "limit", last_value(*q, "limit"));
       break;
   }
+  // Parameters we do not normalise still select the answer upstream, so they
+  // stay in the key verbatim (sorted by name): different queries never
+  // share an entry.
+  static const std::set<std::string> k_normalised{"expand", "blobs", "securityStatus", "files_metadata", "recursive",
+                                                  "cursor", "limit", "include_prs", "p"};
+  for (const auto& [name, value] : *q) {
+    if (k_normalised.count(name) == 0) add_field(key, "q:" + name, value);
+  }
   return std::optional<ApiRoute>{std::move(r)};
 }
 

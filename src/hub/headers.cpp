@@ -28,9 +28,11 @@ void add_cors_headers(bhttp::fields& h) {
 }
 
 bool is_hop_by_hop(std::string_view name) noexcept {
-  static constexpr std::array<std::string_view, 9> k_names = {
+  // "expect" too: hubcache answers 100-continue itself and sends upstream a
+  // complete request; a forwarded Expect would make upstream send a 100 first.
+  static constexpr std::array<std::string_view, 10> k_names = {
       "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-      "trailer",    "transfer-encoding", "upgrade",      "proxy-connection"};
+      "trailer",    "transfer-encoding", "upgrade",      "proxy-connection",    "expect"};
   for (auto n : k_names) {
     if (iequals(name, n)) return true;
   }

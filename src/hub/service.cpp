@@ -46,6 +46,10 @@ struct Fill {
   std::optional<core::Sha256> committed;   // guarded by mutex
 };
 
+// How long a client of a cold file waits for the fill to start before its
+// headers are sent anyway (see stream_fill).
+constexpr auto k_head_wait = std::chrono::seconds(3);
+
 constexpr std::string_view k_warning_stale = "110 - \"Response is Stale\"";
 
 storage::FileKey file_key(const core::FileRoute& r, const std::string& commit) {
@@ -112,7 +116,7 @@ class Service final : public HubService {
       co_return;
     }
     const std::string auth(req[bhttp::field::authorization]);
-    const std::string cred = credential_id(auth);
+    const std::string cred = credential_id(req);
     const std::string rkey = repo_key(route.type, route.repo);
     const auto& policy = m_state.policy();
 
@@ -130,7 +134,7 @@ class Service final : public HubService {
       ex.set_outcome("hit");
       co_return;
     }
-    if (policy.offline || m_state.backing_off()) {
+    if (policy.offline || m_state.backing_off(cred)) {
       if (co_await serve_last_known(ex, route, cred)) co_return;
       if (policy.offline) {
         co_await ex.respond(error_response(503, "hubcache is offline and does not have this file", req.version()));
@@ -153,7 +157,7 @@ class Service final : public HubService {
     }
     if (auto* answer = std::get_if<UpstreamAnswer>(&*probed)) {
       const unsigned status = answer->status;
-      if (status == 429) m_state.back_off(answer->headers);
+      if (status == 429) m_state.back_off(answer->headers, cred);
       if ((status >= 500 || status == 429) && co_await serve_last_known(ex, route, cred)) co_return;
       const bool entry_missing = status == 404 && answer->headers["X-Error-Code"] == "EntryNotFound";
       if (auth.empty() && (status == 401 || status == 403 || (status == 404 && !entry_missing))) {
@@ -164,7 +168,10 @@ class Service final : public HubService {
       co_return;
     }
     const auto& meta = std::get<FileMeta>(*probed);
-    if (auth.empty()) co_await m_state.saw_public(route.type, route.repo, Access::files);
+    if (auth.empty()) {
+      co_await m_state.saw_public(route.type, route.repo, Access::files);
+      co_await m_state.saw_public_commit(route.type, route.repo, meta.commit);
+    }
     if (!core::is_commit_id(route.revision)) {
       co_await m_state.remember_mapping(route.type, route.repo, route.revision, meta.commit, cred);
     }
@@ -231,7 +238,10 @@ class Service final : public HubService {
       if (!m || !(m->cred.empty() || m->cred == cred)) co_return false;
       commit = m->commit;
     }
-    if (!m_state.last_known_public(route.type, route.repo, Access::files)) co_return false;
+    if (!m_state.last_known_public(route.type, route.repo, Access::files) ||
+        !m_state.commit_was_public(route.type, route.repo, commit)) {
+      co_return false;
+    }
     if (!co_await serve_cached(ex, route, commit, k_warning_stale)) co_return false;
     ex.set_outcome("stale");
     co_return true;
@@ -351,6 +361,15 @@ class Service final : public HubService {
     else expected.git_sha1 = core::GitSha1::from_hex(meta.etag);
 
     storage::BlobWriterPtr writer;
+    // Declared after `writer`, so destroyed before it: however this coroutine
+    // ends (even by an exception), no follower can reach a destroyed writer.
+    struct WriterSlot {
+      Fill& fill;
+      ~WriterSlot() {
+        std::lock_guard lock(fill.mutex);
+        fill.writer = nullptr;
+      }
+    } slot{*fill};
     auto fail = [&](std::error_code ec, std::string_view stage) {
       spdlog::warn("fill of {} ({} {}) failed at {}: {}", meta.etag, key.repo, key.path, stage, ec.message());
       {
@@ -390,7 +409,6 @@ class Service final : public HubService {
     auto sha = co_await writer->commit();
     if (!sha) co_return fail(sha.error(), "verify/commit");
     writer.reset();
-    co_await remember(key, meta, *sha);
     {
       std::lock_guard lock(fill->mutex);
       fill->committed = *sha;
@@ -398,6 +416,9 @@ class Service final : public HubService {
     fill->wm.advance(meta.size);
     fill->wm.finish({});
     m_fills.remove(meta.etag, fill);
+    // After the clients got their last byte: the index only speeds up later
+    // requests (a miss there just costs an upstream check).
+    co_await remember(key, meta, *sha);
     const auto secs = std::chrono::duration<double>(Clock::now() - started).count();
     spdlog::info("filled {} {} ({} bytes, {:.2f}s, {:.1f} MB/s) -> {}", key.repo, key.path, meta.size, secs,
                  secs > 0 ? static_cast<double>(meta.size) / secs / 1e6 : 0.0, sha->hex());
@@ -427,8 +448,15 @@ class Service final : public HubService {
 
   net::awaitable<void> stream_fill(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta, Fill& fill,
                                    const core::RangeDecision& decision) {
-    // Headers go out at once, so the client's first byte does not wait for
-    // the body (Python's read timeout is 10 s).
+    // Promise 200/206 only once the fill has its space and upstream's bytes
+    // are flowing, so a failure there is a clean 507/502, not a short body.
+    // Bounded, so a slow upstream still gets headers to the client well within
+    // Python's 10 s read timeout.
+    auto started = co_await fill.wm.wait_beyond(0, k_head_wait, 1);
+    if (!started && started.error() != make_error_code(errc::timeout)) {
+      co_await ex.respond(error_response(started.error(), ex.request().version()));
+      co_return;
+    }
     auto span = co_await write_file_head(ex, route, meta, decision);
     if (!span || meta.size == 0) {
       if (span) co_await fill.wm.wait_beyond(0, m_options.fill_wait_timeout);  // an empty file: just the outcome

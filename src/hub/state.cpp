@@ -73,6 +73,22 @@ net::awaitable<void> HubState::saw_refusal(core::RepoType type, const std::strin
   }
 }
 
+net::awaitable<void> HubState::saw_public_commit(core::RepoType type, const std::string& repo,
+                                                 const std::string& commit) {
+  const auto key = public_key(type, repo) + "commit:" + commit;
+  {
+    std::lock_guard lock(m_mutex);
+    // Only spares repeated writes; forgetting is harmless.
+    if (m_persisted_public.size() > 100'000) m_persisted_public.clear();
+    if (!m_persisted_public.insert(key).second) co_return;
+  }
+  co_await put_document(key, std::to_string(unix_now()));
+}
+
+bool HubState::commit_was_public(core::RepoType type, const std::string& repo, const std::string& commit) {
+  return get_document(public_key(type, repo) + "commit:" + commit).has_value();
+}
+
 bool HubState::public_now(core::RepoType type, const std::string& repo, Access access) const {
   return m_public.is_public(access_key(type, repo, access));
 }
@@ -101,7 +117,7 @@ net::awaitable<void> HubState::remember_mapping(core::RepoType type, const std::
   co_await put_document(mapping_key(type, repo, revision), encode(RevisionMapping{commit, unix_now(), cred}));
 }
 
-void HubState::back_off(const boost::beast::http::fields& headers) {
+void HubState::back_off(const boost::beast::http::fields& headers, const std::string& cred) {
   std::int64_t seconds = k_default_backoff_s;
   if (auto ra = parse_seconds(headers["Retry-After"])) {
     seconds = *ra;
@@ -114,11 +130,21 @@ void HubState::back_off(const boost::beast::http::fields& headers) {
     }
   }
   seconds = std::clamp<std::int64_t>(seconds, 1, k_max_backoff_s);
-  m_backoff_until_ms = now_ms() + seconds * 1000;
-  spdlog::warn("upstream rate-limited us (429): not asking it for {} s, serving from cache meanwhile", seconds);
+  {
+    std::lock_guard lock(m_mutex);
+    const auto now = now_ms();
+    if (m_backoff_until_ms.size() > 4096) std::erase_if(m_backoff_until_ms, [&](const auto& kv) { return kv.second <= now; });
+    m_backoff_until_ms[cred] = now + seconds * 1000;
+  }
+  spdlog::warn("upstream rate-limited {} (429): not asking it for them for {} s, serving from cache meanwhile",
+               cred.empty() ? "anonymous callers" : "one token", seconds);
 }
 
-bool HubState::backing_off() const noexcept { return now_ms() < m_backoff_until_ms.load(); }
+bool HubState::backing_off(const std::string& cred) const {
+  std::lock_guard lock(m_mutex);
+  auto it = m_backoff_until_ms.find(cred);
+  return it != m_backoff_until_ms.end() && now_ms() < it->second;
+}
 
 net::awaitable<void> HubState::put_document(std::string key, std::string value) {
   auto* docs = &m_docs;

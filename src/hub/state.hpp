@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <unordered_map>
 #include <string>
 
 namespace hubcache::hub {
@@ -46,6 +47,11 @@ class HubState {
   net::awaitable<void> saw_refusal(core::RepoType type, const std::string& repo, Access access);
   // Public now (memory), or public when last seen (durable marker).
   bool public_now(core::RepoType type, const std::string& repo, Access access) const;
+  // Files of this commit answered an anonymous request (durable). Serving
+  // while upstream cannot be asked needs this too, so a repo gated later
+  // never has files filled by token holders served to anonymous callers.
+  net::awaitable<void> saw_public_commit(core::RepoType type, const std::string& repo, const std::string& commit);
+  bool commit_was_public(core::RepoType type, const std::string& repo, const std::string& commit);
   bool last_known_public(core::RepoType type, const std::string& repo, Access access);
 
   std::optional<RevisionMapping> mapping(core::RepoType type, const std::string& repo, const std::string& revision);
@@ -53,9 +59,12 @@ class HubState {
   net::awaitable<void> remember_mapping(core::RepoType type, const std::string& repo, const std::string& revision,
                                         const std::string& commit, const std::string& cred);
 
-  // Upstream said 429: stop asking it until Retry-After / RateLimit t= passes.
-  void back_off(const boost::beast::http::fields& headers);
-  bool backing_off() const noexcept;
+  // Upstream said 429 to callers with credential id `cred` ("" anonymous):
+  // stop asking it on their behalf until Retry-After / RateLimit t= passes.
+  // Per credential, because the Hub's quotas are per token: one user's 429
+  // must not stop everyone else's traffic.
+  void back_off(const boost::beast::http::fields& headers, const std::string& cred);
+  bool backing_off(const std::string& cred) const;
 
   // Durable document write off the I/O threads; failures are logged (a lost
   // record only costs a future upstream request).
@@ -67,8 +76,8 @@ class HubState {
   storage::DocumentStore& m_docs;
   net::thread_pool& m_blocking;
   PublicRepos m_public;
-  std::atomic<std::int64_t> m_backoff_until_ms{0};  // steady_clock ms
-  std::mutex m_mutex;
+  mutable std::mutex m_mutex;
+  std::unordered_map<std::string, std::int64_t> m_backoff_until_ms;  // cred -> steady ms; guarded by m_mutex
   std::set<std::string> m_persisted_public;  // guarded by m_mutex
 };
 

@@ -7,11 +7,13 @@
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
 #include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
 
 #include <string>
 
@@ -19,6 +21,9 @@ namespace hubcache::upstream {
 namespace {
 
 constexpr auto k_token = net::as_tuple(net::use_awaitable);
+// A CONNECT answer is a status line and a few headers (a 407 adds
+// Proxy-Authenticate); anything much bigger is not a proxy we can talk to.
+constexpr std::uint32_t k_tunnel_header_limit = 16 * 1024;
 
 bool is_ip_literal(const std::string& host) {
   boost::system::error_code ec;
@@ -57,23 +62,74 @@ beast::tcp_stream& Connection::tcp() noexcept {
   return std::visit([](auto& s) -> beast::tcp_stream& { return beast::get_lowest_layer(s); }, m_stream);
 }
 
+net::awaitable<std::error_code> Connection::open_tunnel(const Url& url, const Proxy& proxy) {
+  // RFC 9110 9.3.6: authority-form "host:port", IPv6 literals in brackets;
+  // Host carries the same value.
+  const bool ipv6 = url.host.find(':') != std::string::npos;
+  const std::string authority = (ipv6 ? "[" + url.host + "]" : url.host) + ":" + std::to_string(url.port);
+  http::request<http::empty_body> request(http::verb::connect, authority, 11);
+  request.set(http::field::host, authority);
+  if (!proxy.authorization.empty()) request.set(http::field::proxy_authorization, proxy.authorization);
+  auto [write_ec, written] = co_await http::async_write(tcp(), request, k_token);
+  if (write_ec) co_return map_error(write_ec);
+
+  // Only the head matters: a 2xx answer has no body (RFC 9110 9.3.6), and
+  // any other answer ends with this connection closed.
+  http::response_parser<http::empty_body> parser;
+  parser.header_limit(k_tunnel_header_limit);
+  auto [read_ec, read] = co_await http::async_read_header(tcp(), m_buffer, parser, k_token);
+  if (read_ec) {
+    spdlog::debug("upstream proxy {}: CONNECT {} failed: {}", proxy.display, authority, read_ec.message());
+    co_return map_error(read_ec);
+  }
+  const unsigned status = parser.get().result_int();
+  if (status < 200 || status > 299) {
+    spdlog::warn("upstream proxy {} refused CONNECT {}: {} {}", proxy.display, authority, status,
+                 std::string(parser.get().reason()));
+    co_return make_error_code(errc::upstream_unavailable);
+  }
+  // The target speaks only after our ClientHello, so bytes already buffered
+  // came from the proxy, and TLS reading the socket directly would lose them.
+  if (m_buffer.size() != 0) {
+    spdlog::warn("upstream proxy {}: data after the CONNECT {} answer", proxy.display, authority);
+    co_return make_error_code(errc::upstream_protocol);
+  }
+  co_return std::error_code{};
+}
+
 net::awaitable<result<ConnectionPtr>> Connection::open(net::any_io_executor executor, const Url& url,
-                                                       ssl::context* tls, std::chrono::milliseconds connect_timeout) {
+                                                       const Proxy* proxy, ssl::context* tls,
+                                                       std::chrono::milliseconds connect_timeout) {
   const bool secure = url.scheme == "https";
   // Connection's constructors are private, hence no make_unique.
   ConnectionPtr conn(secure ? new Connection(executor, *tls) : new Connection(executor));
 
+  // Through a proxy only the proxy's name is resolved here; the target's is
+  // the proxy's business (it may not even resolve inside the firewall).
+  const std::string& connect_host = proxy != nullptr ? proxy->host : url.host;
+  const std::uint16_t connect_port = proxy != nullptr ? proxy->port : url.port;
   net::ip::tcp::resolver resolver(executor);
   auto [resolve_ec, endpoints] = co_await resolver.async_resolve(
-      url.host, std::to_string(url.port), net::ip::resolver_base::numeric_service, k_token);
-  if (resolve_ec) co_return map_error(resolve_ec);
+      connect_host, std::to_string(connect_port), net::ip::resolver_base::numeric_service, k_token);
+  if (resolve_ec) {
+    if (proxy != nullptr) spdlog::debug("upstream proxy {}: {}", proxy->display, resolve_ec.message());
+    co_return map_error(resolve_ec);
+  }
 
-  // One deadline for connect and handshake together, as the option says.
+  // One deadline for connect, tunnel and handshake together, as the option says.
   const auto deadline = std::chrono::steady_clock::now() + connect_timeout;
   conn->tcp().expires_at(deadline);
   auto [connect_ec, endpoint] = co_await conn->tcp().async_connect(endpoints, k_token);
-  if (connect_ec) co_return map_error(connect_ec);
+  if (connect_ec) {
+    if (proxy != nullptr) spdlog::debug("upstream proxy {}: connect: {}", proxy->display, connect_ec.message());
+    co_return map_error(connect_ec);
+  }
   if (!secure) co_return conn;
+
+  if (proxy != nullptr) {
+    conn->tcp().expires_at(deadline);
+    if (const auto tunnel_ec = co_await conn->open_tunnel(url, *proxy)) co_return tunnel_ec;
+  }
 
   auto& stream = std::get<TlsStream>(conn->m_stream);
   // SNI carries DNS names only (RFC 6066 3); an IP literal is checked against

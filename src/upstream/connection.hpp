@@ -13,6 +13,8 @@
 #include <hubcache/core/error.hpp>
 #include <hubcache/upstream/http_client.hpp>
 
+#include "proxy.hpp"
+
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -45,10 +47,16 @@ class Connection {
   // Resolves url's host, connects and, for https, does the TLS handshake with
   // SNI and peer + host name verification. connect_timeout bounds connect and
   // handshake together (the DNS lookup is bounded by the system resolver).
+  // With a proxy, connects to the proxy instead; for https it then opens a
+  // CONNECT tunnel to url's host:port and does the TLS handshake (checking
+  // url's host, not the proxy's) through it, all within connect_timeout.
+  // A non-2xx answer to CONNECT is errc::upstream_unavailable and is logged
+  // as a warning with proxy->display (never the credentials). For http the
+  // caller must send absolute-form requests (and Proxy-Authorization).
   // REQUIRES: tls != nullptr when url.scheme == "https"; *tls outlives the
   // returned Connection.
   static net::awaitable<result<std::unique_ptr<Connection>>> open(net::any_io_executor executor, const Url& url,
-                                                                   ssl::context* tls,
+                                                                   const Proxy* proxy, ssl::context* tls,
                                                                    std::chrono::milliseconds connect_timeout);
 
   // Writes the whole request. Returns the raw error so the caller can tell a
@@ -70,6 +78,9 @@ class Connection {
   Connection(net::any_io_executor executor, ssl::context& tls);
 
   beast::tcp_stream& tcp() noexcept;
+  // Sends CONNECT for url's host:port on the TCP stream and reads the
+  // answer; the caller has set the deadline.
+  net::awaitable<std::error_code> open_tunnel(const Url& url, const Proxy& proxy);
 
   std::variant<beast::tcp_stream, TlsStream> m_stream;
   beast::flat_buffer m_buffer;

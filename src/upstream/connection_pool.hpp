@@ -1,4 +1,5 @@
-// Idle keep-alive connections, per origin ("scheme://host[:port]").
+// Idle keep-alive connections, per key: the origin ("scheme://host[:port]"),
+// plus " via <proxy>" for connections through a proxy.
 //
 // Private to the upstream module. The pool only stores connections whose
 // last exchange ended cleanly (the caller decides that); it never probes

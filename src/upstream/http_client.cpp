@@ -2,6 +2,7 @@
 
 #include "connection.hpp"
 #include "connection_pool.hpp"
+#include "proxy.hpp"
 
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http/error.hpp>
@@ -76,6 +77,13 @@ class ResponseImpl final : public Response {
       co_return ec;
     }
     m_content_length = parsed_content_length(m_parser.get());
+    if (m_parser.get().result_int() < 200) {
+      // An interim 1xx is not the answer; the final one still follows on this
+      // connection, so it must never go back to the pool.
+      m_done = true;
+      m_conn.reset();
+      co_return ec;
+    }
     if (m_parser.is_done()) {
       finish();  // HEAD, 204, 304 and Content-Length: 0 have no body to wait for
     }
@@ -156,12 +164,20 @@ class ResponseImpl final : public Response {
   std::error_code m_error;
 };
 
+// ClientOptions' proxy strings, parsed once at startup.
+struct Proxies {
+  std::optional<Proxy> https;  // for https:// targets
+  std::optional<Proxy> http;   // for http:// targets
+  NoProxy no_proxy;
+};
+
 class Client final : public HttpClient {
  public:
-  Client(net::any_io_executor executor, ClientOptions options, std::unique_ptr<ssl::context> tls)
+  Client(net::any_io_executor executor, ClientOptions options, std::unique_ptr<ssl::context> tls, Proxies proxies)
       : m_executor(std::move(executor)),
         m_options(std::move(options)),
         m_tls(std::move(tls)),
+        m_proxies(std::move(proxies)),
         m_pool(std::make_shared<ConnectionPool>(m_options.max_idle_per_host, m_options.idle_timeout)) {}
 
   net::awaitable<result<ResponsePtr>> send(Request request) override {
@@ -171,12 +187,22 @@ class Client final : public HttpClient {
       co_return make_error_code(errc::bad_request);
     }
 
+    const std::string origin = url.origin();
+    const Proxy* proxy = proxy_for(url);
+    // Plain http through a proxy is a request to the proxy itself (absolute
+    // form, RFC 9112 3.2.2, with the proxy's credentials); https goes
+    // through a tunnel, inside which the proxy's credentials must not travel.
+    const bool forward = proxy != nullptr && url.scheme == "http";
+
     OutgoingRequest message;
     static_cast<http::fields&>(message) = std::move(request.headers);
     // Method and target after the fields: assigning fields replaces them too.
     message.method(request.method);
-    message.target(url.target);
+    message.target(forward ? origin + url.target : url.target);
     message.version(11);
+    if (forward && !proxy->authorization.empty()) {
+      message.set(http::field::proxy_authorization, proxy->authorization);
+    }
     if (message.find(http::field::host) == message.end()) message.set(http::field::host, host_header(url));
     if (message.find(http::field::user_agent) == message.end()) {
       message.set(http::field::user_agent, m_options.user_agent);
@@ -184,16 +210,24 @@ class Client final : public HttpClient {
     message.body() = std::move(request.body);
     message.prepare_payload();
 
-    const std::string origin = url.origin();
-    spdlog::debug("upstream {} {}{}", message.method_string(), origin, path_only(url.target));
+    // A connection through a proxy is only reusable for the same target and
+    // proxy: a tunnel leads to one origin, and a forwarding connection
+    // carries that proxy's credentials.
+    const std::string pool_key = proxy != nullptr ? origin + " via " + proxy->display : origin;
+    if (proxy != nullptr) {
+      spdlog::debug("upstream {} {}{} via proxy {}", message.method_string(), origin, path_only(url.target),
+                    proxy->display);
+    } else {
+      spdlog::debug("upstream {} {}{}", message.method_string(), origin, path_only(url.target));
+    }
 
     // At most two attempts: the second only when a pooled connection turned
     // out to be closed before the server saw any of this request.
     for (int attempt = 0;; ++attempt) {
-      ConnectionPtr conn = attempt == 0 ? m_pool->take(origin) : nullptr;
+      ConnectionPtr conn = attempt == 0 ? m_pool->take(pool_key) : nullptr;
       const bool reused = conn != nullptr;
       if (!conn) {
-        auto opened = co_await Connection::open(m_executor, url, m_tls.get(), m_options.connect_timeout);
+        auto opened = co_await Connection::open(m_executor, url, proxy, m_tls.get(), m_options.connect_timeout);
         if (!opened) {
           spdlog::debug("upstream {}: connect failed: {}", origin, opened.error().message());
           co_return opened.error();
@@ -205,7 +239,7 @@ class Client final : public HttpClient {
       auto ec = co_await conn->write(message, m_options.io_timeout);
       if (!ec) {
         auto response =
-            std::make_unique<ResponseImpl>(m_pool, origin, std::move(conn), request.method == http::verb::head,
+            std::make_unique<ResponseImpl>(m_pool, pool_key, std::move(conn), request.method == http::verb::head,
                                            message.keep_alive(), m_options.io_timeout);
         ec = co_await response->read_head();
         if (!ec) co_return ResponsePtr(std::move(response));
@@ -227,9 +261,17 @@ class Client final : public HttpClient {
   }
 
  private:
+  // The proxy for url per the options, or nullptr to go direct.
+  const Proxy* proxy_for(const Url& url) const {
+    const auto& proxy = url.scheme == "https" ? m_proxies.https : m_proxies.http;
+    if (!proxy || m_proxies.no_proxy.matches(url.host, url.port)) return nullptr;
+    return &*proxy;
+  }
+
   const net::any_io_executor m_executor;
   const ClientOptions m_options;
   const std::unique_ptr<ssl::context> m_tls;  // shared by all https connections; read-only after construction
+  const Proxies m_proxies;
   const std::shared_ptr<ConnectionPool> m_pool;  // shared with live Responses, which return connections to it
 };
 
@@ -248,7 +290,22 @@ std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, cons
     throw std::runtime_error("cannot require TLS 1.2");
   }
   tls->set_verify_mode(ssl::verify_peer);
-  return std::make_shared<Client>(std::move(executor), options, std::move(tls));
+
+  Proxies proxies;
+  const auto load_proxy = [](const char* name, const std::string& text) -> std::optional<Proxy> {
+    // Blank counts as unset, as an empty environment variable does.
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) return std::nullopt;
+    std::string why;
+    auto proxy = parse_proxy_url(text, why);
+    if (!proxy) throw std::runtime_error(std::string(name) + " " + redact_proxy_url(text) + ": " + why);
+    return std::move(*proxy);
+  };
+  proxies.https = load_proxy("https_proxy", options.https_proxy);
+  proxies.http = load_proxy("http_proxy", options.http_proxy);
+  proxies.no_proxy = NoProxy(options.no_proxy);
+  if (proxies.https) spdlog::info("upstream: https:// via proxy {}", proxies.https->display);
+  if (proxies.http) spdlog::info("upstream: http:// via proxy {}", proxies.http->display);
+  return std::make_shared<Client>(std::move(executor), options, std::move(tls), std::move(proxies));
 }
 
 }  // namespace hubcache::upstream

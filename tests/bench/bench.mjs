@@ -504,7 +504,7 @@ async function guarded(proxy, label, fn) {
 }
 
 async function benchProxy(proxy, fake, o) {
-  const res = { name: proxy.name };
+  const res = { name: proxy.name, loadStart: os.loadavg()[0] };
   const base = () => `${proxy.url}/acme/tiny-model/resolve/${fake.repo.mainCommit}`;
   // Phase A: fresh cache -> correctness gate, cold miss (3), warm hits (1), small files / HEAD (2).
   res.start = await guarded(proxy, "start", async () => (await proxy.start(), { ok: true }));
@@ -531,6 +531,7 @@ async function benchProxy(proxy, fake, o) {
   res.crowd = restart.ok ? await guarded(proxy, "crowd", () => crowd(proxy, fake, o, `${base()}/big.bin`)) : restart;
   await proxy.stop();
   await fsp.rm(path.join(proxy.dir, "cache"), { recursive: true, force: true });
+  res.loadEnd = os.loadavg()[0];
   return res;
 }
 
@@ -664,6 +665,8 @@ async function main() {
   out.push(`origin: fake Hub + CDN, ${o.size} B file, CDN ${(o.cdnRate / 1e6).toFixed(1)} MB/s per connection, ${o.latencyMs} ms latency per request; ` +
     `${elapsedS.toFixed(0)} s`);
   out.push(`${meta.hubcacheVersion} (${o.hubcache}, built ${binTime}, tree ${gitRev}); ${nginxVersion} (slice ${o.slice})`);
+  out.push(`1-min load average at the start → end of each proxy's turn (the benchmark itself adds about 2): ` +
+    results.map((r) => `${r.name} ${r.loadStart?.toFixed(1)} → ${r.loadEnd?.toFixed(1) ?? "?"}`).join(", "));
   out.push("ratio: hubcache vs the better nginx variant, >1 = hubcache better (throughput: hubcache/nginx; times, bytes, RSS: nginx/hubcache)");
   out.push("");
   out.push(renderTable(results, o));

@@ -4,7 +4,15 @@
 // policy layer in src/hub decides that). http:// and https:// are supported;
 // https verifies the peer against the system CA store plus an optional extra
 // CA file, sends SNI and checks the host name. Idle keep-alive connections
-// are pooled per (scheme, host, port) and reused.
+// are pooled per (scheme, host, port, proxy used) and reused.
+//
+// Outbound proxies (ClientOptions::https_proxy/http_proxy/no_proxy): an
+// https:// request goes through an HTTP CONNECT tunnel to the target, with
+// TLS, SNI and certificate checks against the *target* end to end; an
+// http:// request is sent to the proxy in absolute form. A proxy that
+// refuses the tunnel (407, 403, 5xx...) gives errc::upstream_unavailable and
+// a warning naming the proxy and the status. Proxy credentials never appear
+// in logs or error messages.
 //
 // Thread safety: HttpClient is safe to use from any thread and coroutine.
 // A Response belongs to one coroutine at a time.
@@ -25,6 +33,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hubcache::upstream {
 
@@ -56,6 +65,34 @@ struct ClientOptions {
   std::size_t max_idle_per_host = 16;                 // pooled idle connections per origin
   std::chrono::seconds idle_timeout{30};              // pooled connections older than this are closed
   std::string user_agent = "hubcache";                // sent when the request has none
+
+  // Proxy URLs "[http://][user:password@]host[:port][/]"; empty = direct.
+  // The port defaults to 1080 (as in curl); user and password are
+  // percent-decoded and sent as Proxy-Authorization: Basic. Only plain-HTTP
+  // proxies are supported: make_http_client refuses https:// (TLS to the
+  // proxy itself) and socks URLs with a std::runtime_error.
+  std::string https_proxy;  // for https:// targets (CONNECT tunnel)
+  std::string http_proxy;   // for http:// targets (absolute-form requests)
+  // Hosts reached directly even when a proxy is set: entries separated by
+  // commas; "example.com" and ".example.com" both match example.com and its
+  // subdomains, IP literals and CIDR ranges ("10.0.0.0/8") match IP hosts,
+  // "host:port" / "[v6]:port" only that port, "*" every host. Matched
+  // against the URL's host as written, without DNS: localhost and 127.0.0.1
+  // are proxied unless listed (as in curl).
+  std::string no_proxy;
+
+  // Default options with the proxy fields read from `env` ("NAME=value"
+  // entries, e.g. from environ; the first entry of a name counts, as with
+  // getenv). For each of https_proxy, http_proxy and no_proxy the lower-case
+  // variable wins when set at all (even empty, which turns an upper-case one
+  // off), else the upper-case one (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) is
+  // used. That is curl's rule except that curl ignores HTTP_PROXY entirely;
+  // we honour it (containers and CI commonly export only upper case) but,
+  // like Go and Python, not when REQUEST_METHOD is set: in a CGI program
+  // HTTP_PROXY comes from the request's "Proxy:" header ("httpoxy").
+  // ALL_PROXY is not read. Values are not validated here; make_http_client
+  // does that.
+  static ClientOptions from_environment(const std::vector<std::string>& env);
 };
 
 struct Request {
@@ -94,7 +131,9 @@ class HttpClient {
   virtual net::awaitable<result<ResponsePtr>> send(Request request) = 0;
 };
 
-// Throws std::runtime_error when the extra CA file cannot be loaded (startup).
+// Throws std::runtime_error when the extra CA file cannot be loaded or a
+// proxy URL is malformed or unsupported (startup); the message never
+// contains proxy credentials.
 std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, const ClientOptions& options);
 
 }  // namespace hubcache::upstream

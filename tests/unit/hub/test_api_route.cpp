@@ -55,6 +55,9 @@ TEST(ApiRoute, QueryNormalisation) {
   EXPECT_NE(ok("GET", "/api/models/a/b/tree/main?cursor=abc").cache_key,
             ok("GET", "/api/models/a/b/tree/main?cursor=abd").cache_key);
   EXPECT_NE(ok("GET", "/api/models/a/b/tree/main").cache_key, ok("GET", "/api/datasets/a/b/tree/main").cache_key);
+  // Parameters hubcache does not know still select different answers.
+  EXPECT_NE(ok("GET", "/api/models/a/b?full=true").cache_key, ok("GET", "/api/models/a/b").cache_key);
+  EXPECT_NE(ok("GET", "/api/models/a/b/tree/main?foo=1").cache_key, ok("GET", "/api/models/a/b/tree/main?foo=2").cache_key);
 }
 
 TEST(ApiRoute, PathsInfoBodiesAgree) {
