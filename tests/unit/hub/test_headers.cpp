@@ -28,6 +28,7 @@ TEST(Headers, HopByHopAndXet) {
   EXPECT_TRUE(is_hop_by_hop("Transfer-Encoding"));
   EXPECT_TRUE(is_hop_by_hop("connection"));
   EXPECT_FALSE(is_hop_by_hop("Content-Length"));
+  EXPECT_TRUE(is_hop_by_hop("Expect"));  // never forwarded: upstream would answer 100 first
   EXPECT_TRUE(is_xet_header("X-Xet-Hash"));
   EXPECT_TRUE(is_xet_header("x-xet-refresh-route"));
   EXPECT_FALSE(is_xet_header("X-Linked-Etag"));
