@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
       break;
   }
   try {
-    return hubcache::app::run(parsed.config, HUBCACHE_VERSION);
+    return hubcache::app::run(parsed.config, HUBCACHE_VERSION, env);
   } catch (const std::exception& e) {
     std::cerr << "hubcache: " << e.what() << "\n";
     return 1;

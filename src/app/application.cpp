@@ -40,7 +40,7 @@ void setup_logging(const std::string& level) {
 
 }  // namespace
 
-int run(const config::Config& cfg, const std::string& version) {
+int run(const config::Config& cfg, const std::string& version, const std::vector<std::string>& env) {
   setup_logging(cfg.log_level);
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client is an error code, not a signal
 
@@ -59,7 +59,8 @@ int run(const config::Config& cfg, const std::string& version) {
   auto docs = storage::make_disk_document_store(cfg.cache_dir / "docs");
   net::io_context ioc(static_cast<int>(threads));
 
-  upstream::ClientOptions client_options;
+  // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
+  upstream::ClientOptions client_options = upstream::ClientOptions::from_environment(env);
   client_options.connect_timeout = cfg.upstream_timeout;
   client_options.io_timeout = cfg.upstream_timeout;
   client_options.extra_ca_file = cfg.upstream_ca_file;

@@ -211,6 +211,12 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   net::awaitable<void> accept_loop() {
     auto self = shared_from_this();
     while (!stopping) {
+      if (connection_count() >= options.max_connections) {
+        // At the cap: leave new connections in the accept queue a moment.
+        net::steady_timer t(co_await net::this_coro::executor, std::chrono::milliseconds(10));
+        co_await t.async_wait(k_tuple);
+        continue;
+      }
       auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_tuple);
       if (ec) {
         if (stopping || ec == net::error::operation_aborted) break;
@@ -255,6 +261,11 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
       }
       conn->busy = true;
       if (stopping) break;  // shutdown began while this request arrived: close without serving
+      {
+        const auto m = parser.get().method();
+        const bool has_body = m == bhttp::verb::post || m == bhttp::verb::put || m == bhttp::verb::patch;
+        parser.body_limit(has_body ? options.body_limit : options.small_body_limit);
+      }
       if (parser.get()[bhttp::field::expect] == "100-continue") {
         bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
         conn->stream.expires_after(options.io_timeout);
@@ -305,6 +316,11 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     res.prepare_payload();
     conn.stream.expires_after(options.io_timeout);
     co_await bhttp::async_write(conn.stream, res, k_tuple);
+  }
+
+  std::size_t connection_count() const {
+    std::lock_guard lock(mutex);
+    return connections.size();
   }
 
   void close_idle() {

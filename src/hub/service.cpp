@@ -15,6 +15,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/strand.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -164,6 +165,15 @@ class Service final : public HubService {
         co_await m_state.saw_refusal(route.type, route.repo, Access::files);
       }
       ex.set_outcome("upstream");
+      if (answer->body.empty() && req.method() == bhttp::verb::get) {
+        // The check was a HEAD, which has no body; a GET caller (hub.js
+        // shows it) gets the Hub's message the way the Hub's GET carries it.
+        const auto message = std::string(answer->headers["X-Error-Message"]);
+        if (!message.empty()) {
+          answer->body = nlohmann::json{{"error", message}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+          answer->headers.set(bhttp::field::content_type, "application/json; charset=utf-8");
+        }
+      }
       co_await ex.respond(answer_response(std::move(*answer), req.version()));
       co_return;
     }

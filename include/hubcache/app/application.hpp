@@ -6,12 +6,15 @@
 #include <hubcache/config/config.hpp>
 
 #include <string>
+#include <vector>
 
 namespace hubcache::app {
 
 // Prints "hubcache listening on http://HOST:PORT" on stdout once it accepts
 // connections (tests and scripts wait for that line). Throws on startup
 // errors (unusable cache dir, port in use); returns the process exit status.
-int run(const config::Config& config, const std::string& version);
+// `env` ("NAME=value", as in environ) supplies HTTPS_PROXY / HTTP_PROXY /
+// NO_PROXY for upstream connections.
+int run(const config::Config& config, const std::string& version, const std::vector<std::string>& env);
 
 }  // namespace hubcache::app

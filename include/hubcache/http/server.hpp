@@ -50,9 +50,14 @@ struct ServerOptions {
   // Request line plus headers. 16 KiB fits any Hub URL we accept (8 KiB max)
   // plus a bearer token, and keeps a slow-loris client cheap.
   std::size_t header_limit = 16 * 1024;
-  // Request bodies are small on the API routes we relay (paths-info JSON,
-  // commit payloads are larger; 64 MiB bounds memory per connection).
+  // Request bodies: only methods that carry one (POST/PUT/PATCH: paths-info,
+  // commit payloads) may send up to body_limit; GET/HEAD/OPTIONS/DELETE get
+  // small_body_limit, so idle reads cannot pin memory.
   std::size_t body_limit = 64ull * 1024 * 1024;
+  std::size_t small_body_limit = 64 * 1024;
+  // Connections beyond this wait in the kernel's accept queue: it bounds
+  // descriptors and per-connection memory (header buffer, one body).
+  std::size_t max_connections = 4096;
 };
 
 class Exchange {
