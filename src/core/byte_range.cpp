@@ -1,3 +1,4 @@
+#include <hubcache/util/text.hpp>
 #include <hubcache/core/byte_range.hpp>
 
 #include <charconv>
@@ -5,11 +6,7 @@
 namespace hubcache::core {
 namespace {
 
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
+using util::trim;
 
 // Digits only (no sign, no spaces); nullopt on overflow or empty input.
 std::optional<std::uint64_t> parse_u64(std::string_view s) noexcept {

@@ -1,3 +1,4 @@
+#include <hubcache/util/text.hpp>
 #include <hubcache/core/route.hpp>
 
 #include <hubcache/util/percent.hpp>
@@ -8,17 +9,7 @@
 namespace hubcache::core {
 namespace {
 
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  std::size_t start = 0;
-  while (true) {
-    const auto pos = s.find(sep, start);
-    out.push_back(s.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start));
-    if (pos == std::string_view::npos) break;
-    start = pos + 1;
-  }
-  return out;
-}
+using util::split;
 
 bool has_control_char(std::string_view s) noexcept {
   for (unsigned char c : s) {

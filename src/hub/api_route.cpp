@@ -1,5 +1,6 @@
 #include "api_route.hpp"
 
+#include <hubcache/util/text.hpp>
 #include <hubcache/util/percent.hpp>
 
 #include <nlohmann/json.hpp>
@@ -12,17 +13,7 @@
 namespace hubcache::hub {
 namespace {
 
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  std::size_t start = 0;
-  while (true) {
-    const auto pos = s.find(sep, start);
-    out.push_back(s.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start));
-    if (pos == std::string_view::npos) break;
-    start = pos + 1;
-  }
-  return out;
-}
+using util::split;
 
 std::optional<core::RepoType> type_from_plural(std::string_view s) {
   if (s == "models") return core::RepoType::model;

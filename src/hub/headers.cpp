@@ -1,5 +1,6 @@
 #include "headers.hpp"
 
+#include <hubcache/util/text.hpp>
 #include <hubcache/util/percent.hpp>
 
 #include <array>
@@ -8,14 +9,10 @@
 namespace hubcache::hub {
 namespace {
 
+using util::trim;
+
 bool iequals(std::string_view a, std::string_view b) noexcept {
   return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 }  // namespace

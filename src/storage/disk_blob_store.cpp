@@ -375,33 +375,20 @@ StoreUsage StoreState::usage() const {
   return {m_committed, m_reserved, m_max_bytes, m_entries.size()};
 }
 
-class DiskBlobReader final : public BlobReader {
+class DiskBlobReader final : public detail::FileReader {
  public:
   // `store` and `pinned` are set for readers from open(): the destructor
   // unpins. Readers over staging files pin nothing.
   DiskBlobReader(UniqueFd fd, std::uint64_t size, fs::path path, std::shared_ptr<StoreState> store = nullptr,
                  std::string pinned = {})
-      : m_fd(std::move(fd)), m_size(size), m_path(std::move(path)), m_store(std::move(store)), m_pinned(std::move(pinned)) {}
+      : FileReader(std::move(fd), size, std::move(path)), m_store(std::move(store)), m_pinned(std::move(pinned)) {}
   ~DiskBlobReader() override {
     if (m_store) m_store->unpin(m_pinned);
   }
   DiskBlobReader(const DiskBlobReader&) = delete;
   DiskBlobReader& operator=(const DiskBlobReader&) = delete;
 
-  std::uint64_t size() const override { return m_size; }
-
-  net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
-    auto n = detail::pread_full(m_fd.get(), buf, offset);
-    if (!n) co_return detail::io_error("read", m_path, n.error());
-    co_return *n;
-  }
-
-  int native_handle() const noexcept override { return m_fd.get(); }
-
  private:
-  UniqueFd m_fd;
-  std::uint64_t m_size;
-  fs::path m_path;  // for error messages only
   std::shared_ptr<StoreState> m_store;
   std::string m_pinned;
 };

@@ -131,4 +131,10 @@ std::string random_hex() {
   return out;
 }
 
+net::awaitable<result<std::size_t>> FileReader::read_at(std::uint64_t offset, std::span<std::byte> buf) {
+  auto n = pread_full(m_fd.get(), buf, offset);
+  if (!n) co_return io_error("read", m_path, n.error());
+  co_return *n;
+}
+
 }  // namespace hubcache::storage::detail

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <hubcache/core/error.hpp>
+#include <hubcache/storage/blob_store.hpp>
 
 #include <sys/types.h>
 
@@ -87,6 +88,22 @@ result<std::optional<std::string>> read_small_file(const std::filesystem::path& 
 // `target` and fsyncs the directory. A crash leaves the old or the new
 // content, plus at worst a temp leftover that no lookup ever reads.
 std::error_code write_file_atomic(const std::filesystem::path& target, std::string_view data);
+
+// A BlobReader over an open file of known size: pread at any offset, and the
+// descriptor as the sendfile handle. Used for blobs and staging files alike.
+class FileReader : public BlobReader {
+ public:
+  FileReader(UniqueFd fd, std::uint64_t size, std::filesystem::path path)
+      : m_fd(std::move(fd)), m_size(size), m_path(std::move(path)) {}
+  std::uint64_t size() const override { return m_size; }
+  net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override;
+  int native_handle() const noexcept override { return m_fd.get(); }
+
+ private:
+  UniqueFd m_fd;
+  std::uint64_t m_size;
+  std::filesystem::path m_path;  // for error messages only
+};
 
 // 16 random lower-case hex digits, for unique temp names.
 std::string random_hex();

@@ -126,24 +126,7 @@ class GcsState {
   StoreUsage m_usage;  // GUARDED_BY(m_mutex); limit stays 0 (none)
 };
 
-// Reads the staging file of a writer (BlobWriter::open_reader).
-class StagingReader final : public BlobReader {
- public:
-  StagingReader(UniqueFd fd, std::uint64_t size, fs::path path)
-      : m_fd(std::move(fd)), m_size(size), m_path(std::move(path)) {}
-  std::uint64_t size() const override { return m_size; }
-  net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
-    auto n = detail::pread_full(m_fd.get(), buf, offset);
-    if (!n) co_return detail::io_error("read", m_path, n.error());
-    co_return *n;
-  }
-  int native_handle() const noexcept override { return m_fd.get(); }
 
- private:
-  UniqueFd m_fd;
-  std::uint64_t m_size;
-  fs::path m_path;  // for error messages only
-};
 
 // Streams an object: one open-ended ranged GET, kept while the caller reads
 // sequentially; a failure while reading the body reopens at the offset
@@ -235,7 +218,7 @@ class GcsBlobWriter final : public BlobWriter {
     }
     auto fd = detail::open_file(m_staging, O_RDONLY);
     if (!fd) return detail::io_error("open", m_staging, fd.error());
-    return BlobReaderPtr(std::make_unique<StagingReader>(std::move(*fd), m_expected.size, m_staging));
+    return BlobReaderPtr(std::make_unique<detail::FileReader>(std::move(*fd), m_expected.size, m_staging));
   }
 
   net::awaitable<result<core::Sha256>> commit() override {
