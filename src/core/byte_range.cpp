@@ -1,5 +1,5 @@
-#include <hubcache/util/text.hpp>
 #include <hubcache/core/byte_range.hpp>
+#include <hubcache/util/text.hpp>
 
 #include <charconv>
 

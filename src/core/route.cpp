@@ -1,7 +1,7 @@
-#include <hubcache/util/text.hpp>
 #include <hubcache/core/route.hpp>
 
 #include <hubcache/util/percent.hpp>
+#include <hubcache/util/text.hpp>
 
 #include <array>
 #include <vector>

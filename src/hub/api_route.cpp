@@ -1,7 +1,7 @@
 #include "api_route.hpp"
 
-#include <hubcache/util/text.hpp>
 #include <hubcache/util/percent.hpp>
+#include <hubcache/util/text.hpp>
 
 #include <nlohmann/json.hpp>
 

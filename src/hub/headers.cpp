@@ -1,7 +1,7 @@
 #include "headers.hpp"
 
-#include <hubcache/util/text.hpp>
 #include <hubcache/util/percent.hpp>
+#include <hubcache/util/text.hpp>
 
 #include <array>
 #include <strings.h>
