@@ -425,10 +425,11 @@ class Service final : public HubService {
     }
     fill->wm.advance(meta.size);
     fill->wm.finish({});
-    m_fills.remove(meta.etag, fill);
-    // After the clients got their last byte: the index only speeds up later
-    // requests (a miss there just costs an upstream check).
+    // The clients have their last byte; the index write follows. Until it is
+    // durable the finished fill stays joinable, so a request arriving in
+    // between is served from the committed blob instead of filling again.
     co_await remember(key, meta, *sha);
+    m_fills.remove(meta.etag, fill);
     const auto secs = std::chrono::duration<double>(Clock::now() - started).count();
     spdlog::info("filled {} {} ({} bytes, {:.2f}s, {:.1f} MB/s) -> {}", key.repo, key.path, meta.size, secs,
                  secs > 0 ? static_cast<double>(meta.size) / secs / 1e6 : 0.0, sha->hex());

@@ -12,7 +12,8 @@ import { http1, describe as desc, pyHead, Fleet, logTail } from "./proxy_lib.mjs
 console.debug = () => {}; // hub.js logs "Downloading … to ….incomplete" via console.debug
 
 const REPO = "acme/tiny-model";
-const BIG_SIZE = 16 * 1024 * 1024 + 3; // not a multiple of any buffer size
+// 64 MiB as the foundation issue asks, plus 3 so it is no multiple of any buffer size.
+const BIG_SIZE = 64 * 1024 * 1024 + 3;
 let fake;
 let fleet;
 let tiny;
