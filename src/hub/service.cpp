@@ -12,6 +12,7 @@
 #include <hubcache/flight/registry.hpp>
 #include <hubcache/flight/watermark.hpp>
 #include <hubcache/util/blocking.hpp>
+#include <hubcache/util/hash.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/strand.hpp>
@@ -222,7 +223,7 @@ class Service final : public HubService {
     auto [fill, leader] = m_fills.join(meta.etag, [&] { return new Fill(meta.size); });
     if (leader) start_fill(fill, meta, auth, key);
     ex.set_outcome(leader ? "fill" : "join");
-    co_await stream_fill(ex, route, meta, *fill, decision);
+    co_await stream_fill(ex, route, meta, *fill, decision, auth);
   }
 
   // Serves `route` at `commit` from the index and the store; false when either
@@ -458,12 +459,17 @@ class Service final : public HubService {
   }
 
   net::awaitable<void> stream_fill(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta, Fill& fill,
-                                   const core::RangeDecision& decision) {
+                                   const core::RangeDecision& decision, const std::string& auth) {
     // Promise 200/206 only once the fill has its space and upstream's bytes
     // are flowing, so a failure there is a clean 507/502, not a short body.
     // Bounded, so a slow upstream still gets headers to the client well within
     // Python's 10 s read timeout.
     auto started = co_await fill.wm.wait_beyond(0, k_head_wait, 1);
+    if (!started && started.error() == make_error_code(errc::insufficient_storage) &&
+        decision.outcome == core::RangeOutcome::full) {
+      co_await pass_through(ex, route, meta, auth);
+      co_return;
+    }
     if (!started && started.error() != make_error_code(errc::timeout)) {
       co_await ex.respond(error_response(started.error(), ex.request().version()));
       co_return;
@@ -507,6 +513,55 @@ class Service final : public HubService {
         pos += *n;
       }
     }
+  }
+
+  // A file the cache cannot hold is streamed from upstream without being
+  // stored. It is still verified on the way: its last byte goes out only once
+  // the digest matched, so a wrong file never arrives complete.
+  net::awaitable<void> pass_through(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
+                                    const std::string& auth) {
+    auto resp = co_await m_hub.open_content(meta, auth);
+    if (!resp) {
+      co_await ex.respond(error_response(resp.error(), ex.request().version()));
+      co_return;
+    }
+    ex.set_outcome("pass");
+    const core::RangeDecision whole;
+    auto span = co_await write_file_head(ex, route, meta, whole);
+    if (!span) co_return;
+    util::Sha256Hasher sha256;
+    std::optional<util::GitBlobHasher> git;
+    if (!meta.lfs) git.emplace(meta.size);
+    std::vector<std::byte> buf(k_copy_buffer);
+    std::uint64_t received = 0;
+    std::byte last{};
+    while (true) {
+      auto n = co_await (*resp)->read_some(buf);
+      if (!n || received + *n > meta.size) {
+        ex.close_after();
+        co_return;
+      }
+      if (*n == 0) break;
+      const auto piece = as_span(buf, *n);
+      if (git) git->update(piece);
+      else sha256.update(piece);
+      std::size_t now = *n;
+      if (received + *n == meta.size) {  // hold the file's last byte back
+        last = buf[*n - 1];
+        --now;
+      }
+      if (now > 0 && !co_await ex.write_body(as_span(buf, now))) co_return;
+      received += *n;
+    }
+    const bool verified = received == meta.size &&
+                          (git ? core::GitSha1::from_hex(meta.etag) == git->finish()
+                               : core::Sha256::from_hex(meta.etag) == sha256.finish());
+    if (!verified) {
+      spdlog::warn("pass-through of {} {} failed verification; the client's body ends short", route.repo, route.path);
+      ex.close_after();
+      co_return;
+    }
+    if (meta.size > 0) co_await ex.write_body(std::span<const std::byte>(&last, 1));
   }
 
   // Records (coordinates -> blob) durably, off the I/O thread. A failure only
