@@ -420,16 +420,16 @@ class Service final : public HubService {
     auto sha = co_await writer->commit();
     if (!sha) co_return fail(sha.error(), "verify/commit");
     writer.reset();
+    // The index record is durable before any client gets the last byte, so a
+    // client's next request for this file is a hit without asking upstream.
+    // (Two small fsyncs: negligible against clients' read timeouts.)
+    co_await remember(key, meta, *sha);
     {
       std::lock_guard lock(fill->mutex);
       fill->committed = *sha;
     }
     fill->wm.advance(meta.size);
     fill->wm.finish({});
-    // The clients have their last byte; the index write follows. Until it is
-    // durable the finished fill stays joinable, so a request arriving in
-    // between is served from the committed blob instead of filling again.
-    co_await remember(key, meta, *sha);
     m_fills.remove(meta.etag, fill);
     const auto secs = std::chrono::duration<double>(Clock::now() - started).count();
     spdlog::info("filled {} {} ({} bytes, {:.2f}s, {:.1f} MB/s) -> {}", key.repo, key.path, meta.size, secs,

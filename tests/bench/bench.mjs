@@ -81,9 +81,20 @@ function parseArgs(argv) {
 const PROCS = new Set();
 let PIDFILE = null;
 
+/** Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat), or "?". */
+function startTicks(pid) {
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return st.slice(st.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return "?";
+  }
+}
+
 function track(child, name) {
   PROCS.add(child);
-  if (PIDFILE) fs.appendFileSync(PIDFILE, `${child.pid} ${name}\n`);
+  // "pid starttime name": run.sh's trap only kills a pid whose start time still matches (no pid reuse).
+  if (PIDFILE && child.pid) fs.appendFileSync(PIDFILE, `${child.pid} ${startTicks(child.pid)} ${name}\n`);
   child.exited = new Promise((r) => child.once("exit", (code, sig) => r({ code, sig })));
   child.exited.then(() => PROCS.delete(child));
   child.benchName = name;
@@ -664,7 +675,7 @@ async function main() {
   out.push(`machine: ${meta.nproc} × ${meta.cpu}, ${meta.memGiB} GiB, Linux ${meta.kernel}, load average ${m0.load} → ${m1.load}`);
   out.push(`origin: fake Hub + CDN, ${o.size} B file, CDN ${(o.cdnRate / 1e6).toFixed(1)} MB/s per connection, ${o.latencyMs} ms latency per request; ` +
     `${elapsedS.toFixed(0)} s`);
-  out.push(`${meta.hubcacheVersion} (${o.hubcache}, built ${binTime}, tree ${gitRev}); ${nginxVersion} (slice ${o.slice})`);
+  out.push(`${meta.hubcacheVersion} (${o.hubcache}, built ${binTime}; checkout at ${gitRev}); ${nginxVersion} (slice ${o.slice})`);
   out.push(`1-min load average at the start → end of each proxy's turn (the benchmark itself adds about 2): ` +
     results.map((r) => `${r.name} ${r.loadStart?.toFixed(1)} → ${r.loadEnd?.toFixed(1) ?? "?"}`).join(", "));
   out.push("ratio: hubcache vs the better nginx variant, >1 = hubcache better (throughput: hubcache/nginx; times, bytes, RSS: nginx/hubcache)");

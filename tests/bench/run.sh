@@ -89,15 +89,16 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$driver" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$driver" 2>/dev/null || true
   fi
-  # Whatever the driver started and did not stop (it records every pid it spawns); nginx workers
-  # are children of their master.
+  # Whatever the driver started and did not stop: it records each pid with its start time, so a
+  # recycled pid is never hit. nginx workers are children of their master.
   if [[ -f $work/pids ]]; then
-    while read -r pid _; do
+    while read -r pid start _; do
       [[ $pid =~ ^[0-9]+$ ]] || continue
-      if kill -0 "$pid" 2>/dev/null; then
-        kids=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
-        kill -KILL "$pid" $kids 2>/dev/null || true
-      fi
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+      fields=(${stat##*) })
+      [[ ${fields[19]} == "$start" ]] || continue
+      kids=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
+      kill -KILL "$pid" $kids 2>/dev/null || true
     done <"$work/pids"
   fi
   if ((keep)); then log "work directory kept: $work"; else rm -rf "$work"; fi
@@ -108,7 +109,7 @@ trap 'exit 130' INT TERM
 
 cc -O2 -pthread -o "$work/hload" tests/bench/hload.c
 
-# Full run: about 8 minutes at 1 GiB and 25 MB/s per CDN connection; bounded at 25 minutes.
+# Full run: about 7 minutes at 1 GiB and 25 MB/s per CDN connection; bounded at 25 minutes.
 deadline=1500
 ((quick)) && deadline=600
 args=(--work "$work" --hubcache "$bin" --hload "$work/hload" --deadline-s "$deadline" "${pass[@]}")
