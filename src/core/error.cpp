@@ -24,6 +24,7 @@ class Category final : public std::error_category {
       case errc::cancelled: return "cancelled";
       case errc::shutting_down: return "shutting down";
       case errc::timeout: return "timed out";
+      case errc::blob_available: return "blob already available";
     }
     return "unknown hubcache error";
   }

@@ -23,6 +23,7 @@ ErrorAnswer answer_for(std::error_code ec) noexcept {
       case errc::cancelled: return {503, "Request cancelled"};
       case errc::shutting_down: return {503, "hubcache is shutting down"};
       case errc::timeout: return {504, "Timed out"};
+      case errc::blob_available: return {500, "Internal error"};  // handled by the fill, never shown
     }
   }
   return {500, "Internal error"};

@@ -30,6 +30,8 @@ enum class errc {
   cancelled,                // the operation was abandoned
   shutting_down,            // the daemon is stopping (503)
   timeout,                  // a local deadline (client read/write) expired
+  blob_available,           // BlobStore::create: the blob became readable meanwhile (another
+                            // replica stored it); open() it instead of filling
 };
 
 const std::error_category& hubcache_category() noexcept;

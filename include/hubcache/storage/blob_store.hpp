@@ -94,6 +94,8 @@ class BlobStore {
   // used unpinned blobs as needed. errc::insufficient_storage when the space
   // cannot be found (nothing is evicted then). errc::bad_request when
   // `expected` carries no digest: a blob is never stored unverified.
+  // errc::blob_available when a shared store (another replica) stored the
+  // blob while create() waited for it: the caller opens it instead.
   virtual net::awaitable<result<BlobWriterPtr>> create(const ExpectedContent& expected) = 0;
   virtual StoreUsage usage() const = 0;
 };
