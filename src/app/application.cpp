@@ -80,6 +80,11 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   // A client waits for a stalled fill a little longer than the fill itself
   // waits for upstream, so the fill's own error is what the client sees.
   service_options.fill_wait_timeout = cfg.upstream_timeout * 2;
+  service_options.fill.chunk_size = cfg.fill_chunk_size;
+  service_options.fill.parallelism = cfg.fill_parallelism;
+  service_options.fill.max_fills = cfg.max_fills;
+  service_options.fill.connections_per_host = cfg.upstream_connections_per_host;
+  service_options.fill.abandon_above = cfg.abandon_fill_above;
   auto service = hub::make_hub_service(service_options, {client, store.get(), index.get(), docs.get(), &blocking, &ioc});
 
   http::ServerOptions server_options;

@@ -254,6 +254,29 @@ void set_threads(Config& config, const std::string& value) {
   config.threads = static_cast<unsigned>(*threads);
 }
 
+// Fill tuning: bounds that catch typos, not policies.
+void set_fill_chunk_size(Config& config, const std::string& value) {
+  const std::uint64_t size = parse_size(value);
+  if (size < (256u << 10) || size > (1ull << 30)) bad("must be from 256KiB to 1GiB, got " + quote(value));
+  config.fill_chunk_size = size;
+}
+
+unsigned bounded_count(const std::string& value, unsigned max) {
+  const auto n = parse_bounded(value, max);
+  if (!n || *n == 0) bad("must be a whole number from 1 to " + std::to_string(max) + ", got " + quote(value));
+  return static_cast<unsigned>(*n);
+}
+
+void set_fill_parallelism(Config& config, const std::string& value) { config.fill_parallelism = bounded_count(value, 64); }
+void set_max_fills(Config& config, const std::string& value) { config.max_fills = bounded_count(value, 4096); }
+void set_upstream_connections_per_host(Config& config, const std::string& value) {
+  config.upstream_connections_per_host = bounded_count(value, 4096);
+}
+
+void set_abandon_fill_above(Config& config, const std::string& value) {
+  config.abandon_fill_above = value == "never" ? UINT64_MAX : parse_size(value);
+}
+
 void set_upstream_ca_file(Config& config, const std::string& value) {
   if (!value.empty()) check_readable_file(value);
   config.upstream_ca_file = value;
@@ -335,6 +358,23 @@ const std::array k_keys{
     Key{"upstream_timeout", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_upstream_timeout,
         [](const Config& c) { return detail::format_duration(c.upstream_timeout); },
         "", "deadline for connecting upstream and for each upstream read or write"},
+    Key{"fill_chunk_size", "SIZE", JsonKind::string_or_number, Scope::anywhere, set_fill_chunk_size,
+        [](const Config& c) { return detail::format_size(c.fill_chunk_size); },
+        "", "bytes per ranged upstream request of a parallel fill (256KiB to 1GiB)"},
+    Key{"fill_parallelism", "N", JsonKind::string_or_number, Scope::anywhere, set_fill_parallelism,
+        [](const Config& c) { return std::to_string(c.fill_parallelism); },
+        "", "ranged upstream requests in flight per file being filled, 1 to 64"},
+    Key{"max_fills", "N", JsonKind::string_or_number, Scope::anywhere, set_max_fills,
+        [](const Config& c) { return std::to_string(c.max_fills); },
+        "", "files filled from upstream at once; more wait their turn"},
+    Key{"upstream_connections_per_host", "N", JsonKind::string_or_number, Scope::anywhere,
+        set_upstream_connections_per_host,
+        [](const Config& c) { return std::to_string(c.upstream_connections_per_host); },
+        "", "concurrent fill requests to one upstream host; more queue"},
+    Key{"abandon_fill_above", "SIZE", JsonKind::string_or_number, Scope::anywhere, set_abandon_fill_above,
+        [](const Config& c) { return c.abandon_fill_above == UINT64_MAX ? std::string("never")
+                                                                          : detail::format_size(c.abandon_fill_above); },
+        "", "when all clients of a fill left, stop it if more than SIZE is left to fetch ('never' = always finish)"},
     Key{"client_timeout", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_client_timeout,
         [](const Config& c) { return detail::format_duration(c.client_timeout); },
         "", "deadline for each client read or write, idle keep-alive included"},

@@ -108,8 +108,10 @@ net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& rout
         meta.content_url = std::move(*cdn);
         meta.content_on_hub = meta.content_url.same_origin(m_base);
       } else {
-        // A Hub-compatible upstream (another hubcache) serving LFS bytes itself.
-        meta.content_url = url;
+        // A Hub-compatible upstream (another hubcache) serving LFS bytes
+        // itself: fetched at the commit, so a push meanwhile cannot change
+        // them (as for git files below).
+        meta.content_url = core::is_commit_id(route.revision) ? url : url_for(route.upstream_target(meta.commit));
       }
     } else {
       if (status != 200) co_return errc::upstream_protocol;
@@ -128,27 +130,38 @@ net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& rout
   co_return errc::upstream_protocol;  // redirect loop
 }
 
-net::awaitable<result<upstream::ResponsePtr>> HubClient::open_content(const FileMeta& meta,
-                                                                     const std::string& authorization) {
-  upstream::Url url = meta.content_url;
+net::awaitable<result<upstream::ResponsePtr>> HubClient::get_content(
+    const upstream::Url& content_url, bool on_hub, const std::string& authorization,
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> range) {
+  upstream::Url url = content_url;
   // The caller's token goes to the Hub only; a CDN URL is self-authorizing.
-  const std::string& auth = meta.content_on_hub ? authorization : std::string();
+  const std::string& auth = on_hub ? authorization : std::string();
   for (int hop = 0; hop <= k_max_redirects; ++hop) {
-    auto sent = co_await m_http->send(make_request(bhttp::verb::get, url, auth));
+    auto req = make_request(bhttp::verb::get, url, auth);
+    if (range) req.headers.set(bhttp::field::range, "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->second));
+    auto sent = co_await m_http->send(std::move(req));
     if (!sent) co_return sent.error();
     auto& resp = **sent;
     const auto location = std::string_view(resp.headers()[bhttp::field::location]);
-    if (is_redirect(resp.status()) && is_relative(location) && meta.content_on_hub) {
+    if (is_redirect(resp.status()) && is_relative(location) && on_hub) {
       auto next = url.resolve(location);
       if (!next) co_return errc::upstream_protocol;
       url = std::move(*next);
       continue;
     }
-    if (resp.status() != 200) co_return errc::upstream_protocol;
-    if (auto len = resp.content_length(); len && *len != meta.size) co_return errc::integrity_mismatch;
     co_return std::move(*sent);
   }
   co_return errc::upstream_protocol;
+}
+
+net::awaitable<result<upstream::ResponsePtr>> HubClient::open_content(const FileMeta& meta,
+                                                                     const std::string& authorization) {
+  auto sent = co_await get_content(meta.content_url, meta.content_on_hub, authorization, std::nullopt);
+  if (!sent) co_return sent.error();
+  auto& resp = **sent;
+  if (resp.status() != 200) co_return errc::upstream_protocol;
+  if (auto len = resp.content_length(); len && *len != meta.size) co_return errc::integrity_mismatch;
+  co_return std::move(*sent);
 }
 
 }  // namespace hubcache::hub

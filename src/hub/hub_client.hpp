@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 
 namespace hubcache::hub {
@@ -50,6 +51,15 @@ class HubClient {
 
   // `authorization` is the caller's header value ("" for anonymous).
   net::awaitable<result<ProbeResult>> probe(const core::FileRoute& route, const std::string& authorization);
+
+  // GET of the content at `url` (FileMeta::content_url or a re-resolved
+  // one), the bytes [first, last] of it when `range` is set. Relative
+  // redirects of content on the Hub are followed with the caller's
+  // Authorization; a CDN GET sends none. Returns whatever upstream answered
+  // (status unchecked): the fill decides what a status means.
+  net::awaitable<result<upstream::ResponsePtr>> get_content(const upstream::Url& url, bool on_hub,
+                                                            const std::string& authorization,
+                                                            std::optional<std::pair<std::uint64_t, std::uint64_t>> range);
 
   // GET of the full content. A git file's GET follows relative redirects with
   // the caller's Authorization; a CDN GET sends none. Errors:

@@ -2,6 +2,7 @@
 
 #include "api_handler.hpp"
 #include "errors.hpp"
+#include "fill.hpp"
 #include "headers.hpp"
 #include "hub_client.hpp"
 #include "state.hpp"
@@ -9,44 +10,24 @@
 #include <hubcache/core/byte_range.hpp>
 #include <hubcache/core/digest.hpp>
 #include <hubcache/core/route.hpp>
-#include <hubcache/flight/registry.hpp>
-#include <hubcache/flight/watermark.hpp>
 #include <hubcache/util/blocking.hpp>
 #include <hubcache/util/hash.hpp>
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/strand.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <mutex>
 #include <vector>
 
 namespace hubcache::hub {
 namespace {
 
 namespace bhttp = boost::beast::http;
-using Clock = std::chrono::steady_clock;
 
-// Each streaming client and each fill holds one buffer of this size, so
-// memory is bounded by connection and fill counts, never by file size.
+// Each streaming client holds one buffer of this size, so memory is bounded
+// by connection counts, never by file size.
 // 256 KiB amortises syscalls well on loopback and 10 GbE alike.
 constexpr std::size_t k_copy_buffer = 256 * 1024;
-
-// One upstream transfer of one blob, shared by every client that wants it.
-// The fill coroutine owns the BlobWriter; clients read the staging file up to
-// the watermark. The last byte is held back until the blob is verified and
-// committed, so no client ever receives a complete-looking wrong file: on a
-// failed verification every client's body ends short and the client errors.
-struct Fill {
-  explicit Fill(std::uint64_t n) : size(n) {}
-  const std::uint64_t size;
-  flight::Watermark wm;
-  std::mutex mutex;
-  storage::BlobWriter* writer = nullptr;   // guarded by mutex; set while the staging file may be opened
-  std::optional<core::Sha256> committed;   // guarded by mutex
-};
 
 // How long a client of a cold file waits for the fill to start before its
 // headers are sent anyway (see stream_fill).
@@ -70,7 +51,8 @@ class Service final : public HubService {
         m_deps(std::move(deps)),
         m_hub(m_deps.http, m_options.upstream),
         m_state(m_options.policy, *m_deps.docs, *m_deps.blocking),
-        m_api(m_hub, m_state, *m_deps.io, m_options.public_url) {}
+        m_api(m_hub, m_state, *m_deps.io, m_options.public_url),
+        m_fills(std::make_shared<FillEngine>(m_options.fill, m_hub, *m_deps.store, *m_deps.io)) {}
 
   net::awaitable<void> handle(http::Exchange& ex) override {
     const auto& req = ex.request();
@@ -220,10 +202,32 @@ class Service final : public HubService {
       co_await respond_416(ex, route, meta);
       co_return;
     }
-    auto [fill, leader] = m_fills.join(meta.etag, [&] { return new Fill(meta.size); });
-    if (leader) start_fill(fill, meta, auth, key);
+    std::optional<std::uint64_t> prefer;
+    if (decision.outcome == core::RangeOutcome::partial) prefer = decision.range.first;
+    bool leader = false;
+    auto member = m_fills->join(fill_source(route, meta, auth, key), prefer, leader);
     ex.set_outcome(leader ? "fill" : "join");
-    co_await stream_fill(ex, route, meta, *fill, decision, auth);
+    co_await stream_fill(ex, route, meta, member.fill(), decision, auth);
+  }
+
+  // What a fill needs from the Hub side: a way to refresh an expired CDN URL
+  // (asking at the commit, so the content cannot change under it) and the
+  // index record to write before the last byte goes out.
+  FillSource fill_source(const core::FileRoute& route, const FileMeta& meta, const std::string& auth,
+                         const storage::FileKey& key) {
+    FillSource source{meta, auth, {}, {}};
+    core::FileRoute at_commit = route;
+    at_commit.revision = meta.commit;
+    source.resolve_again = [this, at_commit, auth, etag = meta.etag,
+                            size = meta.size]() -> net::awaitable<result<upstream::Url>> {
+      auto probed = co_await m_hub.probe(at_commit, auth);
+      if (!probed) co_return probed.error();
+      const auto* fresh = std::get_if<FileMeta>(&*probed);
+      if (fresh == nullptr || fresh->etag != etag || fresh->size != size) co_return errc::upstream_protocol;
+      co_return fresh->content_url;
+    };
+    source.committed = [this, key, meta](core::Sha256 sha) -> net::awaitable<void> { co_await remember(key, meta, sha); };
+    return source;
   }
 
   // Serves `route` at `commit` from the index and the store; false when either
@@ -338,126 +342,6 @@ class Service final : public HubService {
 
   // ---- fills -------------------------------------------------------------
 
-  void start_fill(std::shared_ptr<Fill> fill, FileMeta meta, std::string auth, storage::FileKey key) {
-    // The fill runs on its own strand of the server's io_context, not on the
-    // client's connection: a client that disconnects does not stop it.
-    auto strand = net::make_strand(*m_deps.io);
-    std::string etag = meta.etag;  // before `meta` is moved into the coroutine
-    net::co_spawn(strand, run_fill(fill, std::move(meta), std::move(auth), std::move(key)),
-                  [this, fill, etag = std::move(etag)](std::exception_ptr e) {
-                    if (!e) return;
-                    try {
-                      std::rethrow_exception(e);
-                    } catch (const std::exception& err) {
-                      spdlog::error("fill of {} ended by an internal error: {}", etag, err.what());
-                    }
-                    fail_fill(*fill, etag, fill, make_error_code(errc::storage_io));
-                  });
-  }
-
-  void fail_fill(Fill& fill, const std::string& etag, const std::shared_ptr<Fill>& handle, std::error_code ec) {
-    {
-      std::lock_guard lock(fill.mutex);
-      fill.writer = nullptr;
-    }
-    fill.wm.finish(ec);
-    m_fills.remove(etag, handle);
-  }
-
-  net::awaitable<void> run_fill(std::shared_ptr<Fill> fill, FileMeta meta, std::string auth, storage::FileKey key) {
-    const auto started = Clock::now();
-    storage::ExpectedContent expected;
-    expected.size = meta.size;
-    if (meta.lfs) expected.sha256 = core::Sha256::from_hex(meta.etag);
-    else expected.git_sha1 = core::GitSha1::from_hex(meta.etag);
-
-    storage::BlobWriterPtr writer;
-    // Declared after `writer`, so destroyed before it: however this coroutine
-    // ends (even by an exception), no follower can reach a destroyed writer.
-    struct WriterSlot {
-      Fill& fill;
-      ~WriterSlot() {
-        std::lock_guard lock(fill.mutex);
-        fill.writer = nullptr;
-      }
-    } slot{*fill};
-    auto fail = [&](std::error_code ec, std::string_view stage) {
-      spdlog::warn("fill of {} ({} {}) failed at {}: {}", meta.etag, key.repo, key.path, stage, ec.message());
-      {
-        std::lock_guard lock(fill->mutex);
-        fill->writer = nullptr;
-      }
-      writer.reset();  // discards the staging file and the reservation
-      fill->wm.finish(ec);
-      m_fills.remove(meta.etag, fill);
-    };
-
-    auto created = co_await m_deps.store->create(expected);
-    if (!created) co_return fail(created.error(), "reserve");
-    writer = std::move(*created);
-    {
-      std::lock_guard lock(fill->mutex);
-      fill->writer = writer.get();
-    }
-    auto resp = co_await m_hub.open_content(meta, auth);
-    if (!resp) co_return fail(resp.error(), "connect");
-
-    const std::uint64_t hold_back = meta.size > 0 ? meta.size - 1 : 0;
-    std::vector<std::byte> buf(k_copy_buffer);
-    while (true) {
-      auto n = co_await (*resp)->read_some(buf);
-      if (!n) co_return fail(n.error(), "download");
-      if (*n == 0) break;
-      auto appended = co_await writer->append(as_span(buf, *n));
-      if (!appended) co_return fail(appended.error(), "write");
-      fill->wm.advance(std::min(writer->written(), hold_back));
-    }
-    if (writer->written() != meta.size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
-    {
-      std::lock_guard lock(fill->mutex);
-      fill->writer = nullptr;  // the staging file is about to be renamed
-    }
-    auto sha = co_await writer->commit();
-    if (!sha) co_return fail(sha.error(), "verify/commit");
-    writer.reset();
-    // The index record is durable before any client gets the last byte, so a
-    // client's next request for this file is a hit without asking upstream.
-    // (Two small fsyncs: negligible against clients' read timeouts.)
-    co_await remember(key, meta, *sha);
-    {
-      std::lock_guard lock(fill->mutex);
-      fill->committed = *sha;
-    }
-    fill->wm.advance(meta.size);
-    fill->wm.finish({});
-    m_fills.remove(meta.etag, fill);
-    const auto secs = std::chrono::duration<double>(Clock::now() - started).count();
-    spdlog::info("filled {} {} ({} bytes, {:.2f}s, {:.1f} MB/s) -> {}", key.repo, key.path, meta.size, secs,
-                 secs > 0 ? static_cast<double>(meta.size) / secs / 1e6 : 0.0, sha->hex());
-  }
-
-  // Opens something to read a fill's bytes from: the staging file while the
-  // fill runs, the committed blob afterwards.
-  net::awaitable<result<storage::BlobReaderPtr>> open_fill_reader(Fill& fill) {
-    while (true) {
-      std::optional<core::Sha256> committed;
-      {
-        std::lock_guard lock(fill.mutex);
-        if (fill.writer != nullptr) co_return fill.writer->open_reader();
-        committed = fill.committed;
-      }
-      if (committed) {
-        auto r = co_await m_deps.store->open(*committed);
-        if (!r) co_return r.error();
-        if (!*r) co_return errc::storage_io;  // evicted in between: the client retries
-        co_return std::move(**r);
-      }
-      // Between the last byte and the commit: wait for the outcome.
-      auto st = co_await fill.wm.wait_beyond(fill.size, m_options.fill_wait_timeout);
-      if (!st) co_return st.error();
-    }
-  }
-
   net::awaitable<void> stream_fill(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta, Fill& fill,
                                    const core::RangeDecision& decision, const std::string& auth) {
     // Promise 200/206 only once the fill has its space and upstream's bytes
@@ -494,7 +378,7 @@ class Service final : public HubService {
         co_return;
       }
       if (!reader) {
-        auto opened = co_await open_fill_reader(fill);
+        auto opened = co_await fill.open_reader(*m_deps.store, m_options.fill_wait_timeout);
         if (!opened) {
           ex.close_after();
           co_return;
@@ -583,7 +467,7 @@ class Service final : public HubService {
   HubClient m_hub;
   HubState m_state;
   ApiHandler m_api;
-  flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by upstream etag (content-addressed)
+  std::shared_ptr<FillEngine> m_fills;  // shared with running fills (see FillEngine)
 };
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <hubcache/storage/disk_blob_store.hpp>
 
 #include "posix_file.hpp"
+#include "staging_file.hpp"
 
 #include <hubcache/util/blocking.hpp>
 #include <hubcache/util/hash.hpp>
@@ -404,35 +405,30 @@ class DiskBlobWriter final : public BlobWriter {
         m_expected(expected),
         m_reserved(reserved),
         m_staging(std::move(staging)),
-        m_fd(std::move(fd)) {
-    if (m_expected.git_sha1) m_git_sha1.emplace(m_expected.size);
-  }
+        m_fd(std::move(fd)),
+        m_data(m_fd.get(), m_staging, m_expected) {}
   ~DiskBlobWriter() override {
     if (m_phase.load() == Phase::open) discard();
   }
   DiskBlobWriter(const DiskBlobWriter&) = delete;
   DiskBlobWriter& operator=(const DiskBlobWriter&) = delete;
 
-  net::awaitable<result<void>> append(std::span<const std::byte> data) override {
+  result<void> write_at(std::uint64_t offset, std::span<const std::byte> data) override {
     const Phase phase = m_phase.load();
-    if (phase == Phase::failed) co_return m_failure;
-    if (data.empty()) co_return result<void>();
+    if (phase == Phase::failed) return m_failure;
+    if (data.empty()) return {};
     // Once commit() has started every expected byte is there, so any more is
     // too many. (The commit owns the staging file now: do not discard.)
-    if (phase != Phase::open) co_return make_err(errc::integrity_mismatch);
-    const std::uint64_t offset = m_written.load();
-    if (data.size() > m_expected.size - offset) {
-      spdlog::warn("blob store: more than the expected {} bytes appended to {}", m_expected.size, m_staging.string());
-      co_return fail(make_err(errc::integrity_mismatch));
-    }
-    if (auto ec = detail::pwrite_all(m_fd.get(), data, offset)) co_return fail(detail::io_error("write", m_staging, ec));
-    m_sha256.update(data);
-    if (m_git_sha1) m_git_sha1->update(data);
-    m_written.store(offset + data.size());
-    co_return result<void>();
+    if (phase != Phase::open) return make_err(errc::integrity_mismatch);
+    if (auto written = m_data.write_at(offset, data); !written) return fail(written.error());
+    return {};
   }
 
-  std::uint64_t written() const noexcept override { return m_written.load(); }
+  net::awaitable<result<void>> append(std::span<const std::byte> data) override {
+    co_return write_at(m_data.prefix(), data);
+  }
+
+  std::uint64_t written() const noexcept override { return m_data.prefix(); }
 
   result<BlobReaderPtr> open_reader() override {
     Phase phase = m_phase.load();
@@ -458,23 +454,9 @@ class DiskBlobWriter final : public BlobWriter {
     if (phase == Phase::committed) co_return m_key;
     if (phase == Phase::failed) co_return m_failure;
     if (phase == Phase::committing) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
-    if (m_written.load() != m_expected.size) {
-      spdlog::warn("blob store: size mismatch for {}: expected {} bytes, got {}", m_staging.string(), m_expected.size,
-                   m_written.load());
-      co_return fail(make_err(errc::integrity_mismatch));
-    }
-    const core::Sha256 key = m_sha256.finish();
-    if (m_expected.sha256 && *m_expected.sha256 != key) {
-      spdlog::warn("blob store: sha256 mismatch: expected {}, got {}", m_expected.sha256->hex(), key.hex());
-      co_return fail(make_err(errc::integrity_mismatch));
-    }
-    if (m_git_sha1) {
-      const core::GitSha1 actual = m_git_sha1->finish();
-      if (actual != *m_expected.git_sha1) {
-        spdlog::warn("blob store: git sha1 mismatch: expected {}, got {}", m_expected.git_sha1->hex(), actual.hex());
-        co_return fail(make_err(errc::integrity_mismatch));
-      }
-    }
+    auto verified = m_data.verify();
+    if (!verified) co_return fail(verified.error());
+    const core::Sha256 key = *verified;
 
     // From here the pool job owns the staging file, its descriptor and the
     // reservation, and cleans up on every path, so nothing dangles even if
@@ -544,10 +526,8 @@ class DiskBlobWriter final : public BlobWriter {
   const ExpectedContent m_expected;
   const std::uint64_t m_reserved;  // bytes reserved in m_store until commit or discard
   const fs::path m_staging;
-  UniqueFd m_fd;  // O_WRONLY on m_staging while open
-  util::Sha256Hasher m_sha256;
-  std::optional<util::GitBlobHasher> m_git_sha1;
-  std::atomic<std::uint64_t> m_written{0};
+  UniqueFd m_fd;  // O_RDWR on m_staging while open
+  detail::StagingFile m_data;  // written and hashed through m_fd
   std::atomic<Phase> m_phase{Phase::open};
   // Written before m_phase becomes committing / failed, read only after
   // seeing that phase.
@@ -600,7 +580,7 @@ class DiskBlobStore final : public BlobStore {
         return ec;
       }
       const fs::path staging = state->new_staging_path();
-      auto fd = detail::open_file(staging, O_WRONLY | O_CREAT | O_EXCL, 0644);
+      auto fd = detail::open_file(staging, O_RDWR | O_CREAT | O_EXCL, 0644);
       if (!fd) {
         state->release(bytes);
         return detail::io_error("create", staging, fd.error());

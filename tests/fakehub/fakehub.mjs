@@ -328,6 +328,7 @@ export async function startFakeHub(opts = {}) {
     st.log.push(entry);
     res.on("close", () => {
       entry.status = res.statusCode;
+      entry.endTime = Date.now();
       entry.done = true;
       entry.aborted = !res.writableFinished;
       inFlight[host] -= 1;

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import * as hub from "@huggingface/hub";
 import { startFakeHub, tmpDir, sha256File, hubcacheBin } from "./harness.mjs";
-import { http1, describe as desc, Fleet, logTail } from "./proxy_lib.mjs";
+import { http1, describe as desc, Fleet, logTail, withOwnHubcache } from "./proxy_lib.mjs";
 import { pyApi, parseJson, upstreamDuring, logLines, sleep, hashSafeFetch } from "./metadata_lib.mjs";
 
 console.debug = () => {}; // hub.js logs "Downloading … to ….incomplete" via console.debug
@@ -51,17 +51,7 @@ async function withHc(fn) {
 }
 
 /** A separate hubcache (own cache dir, extra args) for one test; stopped afterwards. */
-async function withOwnHc(name, args, fn) {
-  const rec = await fleet.start({ name, args, makeCurrent: false });
-  try {
-    return await fn(rec.hc.url, rec);
-  } catch (e) {
-    process.stderr.write(`\n===== ${rec.name} stderr (tail) =====\n${logTail(rec.hc.logs(), 12000)}\n===== end =====\n`);
-    throw e;
-  } finally {
-    if (rec.exit === null) await fleet.stop(rec);
-  }
-}
+const withOwnHc = (name, args, fn) => withOwnHubcache(fleet, fn, { name, args });
 
 const noXetHash = (entries, what) => {
   const withXet = entries.filter((e) => e.xetHash !== undefined).map((e) => e.path);

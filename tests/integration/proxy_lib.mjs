@@ -6,6 +6,7 @@
 //                                       replacement after a crash, clean-exit + sanitizer checks
 //   SANITIZER_RE, logTail(), pyHead() (HEAD the way huggingface_hub does)
 
+import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import http from "node:http";
 import net from "node:net";
@@ -214,4 +215,48 @@ export class Fleet {
     }
     return problems;
   }
+}
+
+/**
+ * Runs fn(url, rec) against a hubcache of its own (fresh cache dir, `args` added to the fleet's),
+ * prints its stderr tail if fn throws, and stops it afterwards.
+ */
+export async function withOwnHubcache(fleet, fn, { args = [], name, makeCurrent = false } = {}) {
+  const rec = await fleet.start({ args, name, makeCurrent });
+  try {
+    return await fn(rec.hc.url, rec);
+  } catch (e) {
+    process.stderr.write(`\n===== ${rec.name} stderr (tail) =====\n${logTail(rec.hc.logs(), 12000)}\n===== end =====\n`);
+    throw e;
+  } finally {
+    if (rec.exit === null) await fleet.stop(rec);
+  }
+}
+
+/**
+ * Asserts that the CDN GETs for blob `sha` in a fake-Hub log fetched every byte of the `size`-byte file
+ * exactly once: one 200 for the whole file, or 206 answers whose ranges tile 0..size-1 without overlap
+ * (a parallel fill). For fills without faults: a retried or repeated range fails it.
+ */
+export function assertFetchedOnce(log, sha, size, what) {
+  const gets = log.filter((e) => e.host === "cdn" && e.method === "GET" && e.path === `/cdn/lfs/${sha}`);
+  const show = JSON.stringify(gets.map((e) => `range=${e.headers.range} ${e.status} ${e.bytes}B${e.aborted ? " aborted" : ""}`));
+  assert.ok(gets.length >= 1, `${what}: no CDN request`);
+  if (gets.length === 1 && gets[0].status === 200) {
+    assert.equal(gets[0].bytes, size, `${what}: ${show}`);
+    return gets;
+  }
+  const ranges = gets.map((e) => {
+    assert.equal(e.status, 206, `${what}: every request of a parallel fill is a 206: ${show}`);
+    const m = /^bytes=(\d+)-(\d+)$/.exec(e.headers.range ?? "");
+    assert.ok(m, `${what}: a single explicit range per request: ${show}`);
+    return [Number(m[1]), Number(m[2])];
+  }).sort((a, b) => a[0] - b[0]);
+  let next = 0;
+  for (const [a, b] of ranges) {
+    assert.equal(a, next, `${what}: ranges must tile the file without gaps or overlap: ${show}`);
+    next = b + 1;
+  }
+  assert.equal(next, size, `${what}: ranges end at the file's end: ${show}`);
+  return gets;
 }

@@ -39,6 +39,18 @@ struct Config {
   std::chrono::seconds public_ttl{60};
   // upstream_timeout: deadline for connecting and for each upstream read or write.
   std::chrono::milliseconds upstream_timeout{30'000};
+  // fill_chunk_size: bytes per ranged upstream request when a file is filled
+  // in parallel (files up to this size are one plain GET).
+  std::uint64_t fill_chunk_size = 16u << 20;
+  // fill_parallelism: ranged requests in flight per fill (1 = one stream).
+  unsigned fill_parallelism = 8;
+  // max_fills: files filled from upstream at once; more wait their turn.
+  unsigned max_fills = 16;
+  // upstream_connections_per_host: concurrent fill requests to one host; more queue.
+  unsigned upstream_connections_per_host = 64;
+  // abandon_fill_above: when every client of a fill has left, the fill stops
+  // if more than this many bytes are left. Default (max): fills always finish.
+  std::uint64_t abandon_fill_above = UINT64_MAX;
   // client_timeout: deadline for each read or write on a client connection (idle keep-alive included).
   std::chrono::milliseconds client_timeout{60'000};
   // shutdown_grace: on SIGTERM/SIGINT, how long in-flight responses may take to finish.

@@ -18,6 +18,8 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -36,12 +38,36 @@ struct CachePolicy {
   bool read_only = false;
 };
 
+// How misses are filled from upstream; src/hub/fill.hpp explains the engine.
+struct FillOptions {
+  // Bytes per ranged request. 16 MiB: at a CDN's typical per-connection cap
+  // (25-50 MB/s) a chunk takes 0.3-0.6 s, so a request's round trip costs a
+  // few percent, a failed chunk repeats little, and a Range client's own
+  // chunk arrives quickly (docs/benchmarks.md has the measurements).
+  std::uint64_t chunk_size = 16u << 20;
+  // Ranged requests in flight per fill. 8 reaches several hundred MB/s under
+  // per-connection caps while keeping a fill to 8 connections and 8 copy
+  // buffers (2 MiB).
+  unsigned parallelism = 8;
+  // Fills transferring at once; more wait their turn (their clients wait).
+  unsigned max_fills = 16;
+  // Concurrent chunk requests to one upstream host (all fills together).
+  unsigned connections_per_host = 64;
+  // When the last client leaves, a fill with more than this many bytes left
+  // stops. Default: never stop (whatever a client started is cached).
+  std::uint64_t abandon_above = std::numeric_limits<std::uint64_t>::max();
+  // Attempts for one chunk without any progress before the fill fails.
+  unsigned chunk_attempts = 5;
+  std::chrono::milliseconds retry_backoff{250};  // doubles per attempt
+};
+
 struct ServiceOptions {
   upstream::Url upstream;        // the Hub, with an optional path prefix
   std::string public_url;        // scheme://host[:port] clients use; "" = from the Host header
   CachePolicy policy;
   // Longest a client waits for the next bytes of a fill before giving up.
   std::chrono::milliseconds fill_wait_timeout{60'000};
+  FillOptions fill;
 };
 
 struct ServiceDeps {

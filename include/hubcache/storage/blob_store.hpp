@@ -11,7 +11,7 @@
 // Thread safety: BlobStore is safe to call from any thread. A BlobReader or
 // BlobWriter must be used by one coroutine at a time; distinct readers are
 // independent. Exception: BlobWriter::written() and open_reader() may be
-// called from any thread while the owning coroutine appends or commits.
+// called from any thread while the owning coroutine writes or commits.
 #pragma once
 
 #include <hubcache/core/digest.hpp>
@@ -56,10 +56,17 @@ class BlobWriter {
   // Without a successful commit(), the destructor removes the staging data and
   // releases the space reservation.
   virtual ~BlobWriter() = default;
-  // Appends bytes in order. Fails with errc::integrity_mismatch if more bytes
-  // than ExpectedContent::size are appended, errc::storage_io on disk errors.
+  // Writes bytes at `offset`. Bytes may come in any order (a fill downloads
+  // several ranges at once) but each byte exactly once. Errors (the writer is
+  // then failed): errc::integrity_mismatch for bytes past ExpectedContent::size,
+  // errc::bad_request for bytes written twice, errc::storage_io or
+  // errc::insufficient_storage on disk errors. A page-cache write plus
+  // hashing: it runs on the caller's thread.
+  virtual result<void> write_at(std::uint64_t offset, std::span<const std::byte> data) = 0;
+  // write_at(written(), data): for callers that write in order.
   virtual net::awaitable<result<void>> append(std::span<const std::byte> data) = 0;
-  // Bytes appended so far.
+  // The written prefix: every byte before it has been written (and hashed).
+  // Readers of a blob being written may read below it.
   virtual std::uint64_t written() const noexcept = 0;
   // A reader over the staging file that stays valid after commit or failure
   // (it holds its own descriptor). Used by clients that stream a blob while it

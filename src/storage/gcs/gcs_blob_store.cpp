@@ -8,6 +8,7 @@
 #include <hubcache/storage/gcs_blob_store.hpp>
 
 #include "../posix_file.hpp"
+#include "../staging_file.hpp"
 #include "gcs_client.hpp"
 
 #include <hubcache/util/blocking.hpp>
@@ -180,8 +181,8 @@ class GcsBlobWriter final : public BlobWriter {
       : m_state(std::move(state)),
         m_expected(expected),
         m_staging(std::move(staging)),
-        m_fd(std::make_shared<UniqueFd>(std::move(fd))) {
-    if (m_expected.git_sha1) m_git_sha1.emplace(m_expected.size);
+        m_fd(std::make_shared<UniqueFd>(std::move(fd))),
+        m_data(m_fd->get(), m_staging, m_expected, [this](std::span<const std::byte> data) { m_md5.update(data); }) {
     m_state->reserve(m_expected.size);
   }
   ~GcsBlobWriter() override {
@@ -191,24 +192,19 @@ class GcsBlobWriter final : public BlobWriter {
   GcsBlobWriter(const GcsBlobWriter&) = delete;
   GcsBlobWriter& operator=(const GcsBlobWriter&) = delete;
 
-  net::awaitable<result<void>> append(std::span<const std::byte> data) override {
-    if (m_phase == Phase::failed) co_return m_failure;
-    if (data.empty()) co_return result<void>();
-    if (m_phase != Phase::open) co_return make_err(errc::integrity_mismatch);  // every byte is in already
-    const std::uint64_t offset = m_written.load(std::memory_order_relaxed);
-    if (data.size() > m_expected.size - offset) {
-      spdlog::warn("gcs: more than the expected {} bytes appended to {}", m_expected.size, m_staging.string());
-      co_return fail(make_err(errc::integrity_mismatch));
-    }
-    if (auto ec = detail::pwrite_all(m_fd->get(), data, offset)) co_return fail(detail::io_error("write", m_staging, ec));
-    m_sha256.update(data);
-    m_md5.update(data);
-    if (m_git_sha1) m_git_sha1->update(data);
-    m_written.store(offset + data.size(), std::memory_order_release);
-    co_return result<void>();
+  result<void> write_at(std::uint64_t offset, std::span<const std::byte> data) override {
+    if (m_phase == Phase::failed) return m_failure;
+    if (data.empty()) return {};
+    if (m_phase != Phase::open) return make_err(errc::integrity_mismatch);  // every byte is in already
+    if (auto written = m_data.write_at(offset, data); !written) return fail(written.error());
+    return {};
   }
 
-  std::uint64_t written() const noexcept override { return m_written.load(std::memory_order_acquire); }
+  net::awaitable<result<void>> append(std::span<const std::byte> data) override {
+    co_return write_at(m_data.prefix(), data);
+  }
+
+  std::uint64_t written() const noexcept override { return m_data.prefix(); }
 
   result<BlobReaderPtr> open_reader() override {
     if (m_phase == Phase::failed) return m_failure;
@@ -224,23 +220,9 @@ class GcsBlobWriter final : public BlobWriter {
   net::awaitable<result<core::Sha256>> commit() override {
     if (m_phase == Phase::committed) co_return *m_key;
     if (m_phase != Phase::open) co_return m_phase == Phase::failed ? m_failure : make_err(errc::storage_io);
-    if (written() != m_expected.size) {
-      spdlog::warn("gcs: size mismatch for {}: expected {} bytes, got {}", m_staging.string(), m_expected.size,
-                   written());
-      co_return fail(make_err(errc::integrity_mismatch));
-    }
-    const core::Sha256 key = m_sha256.finish();
-    if (m_expected.sha256 && *m_expected.sha256 != key) {
-      spdlog::warn("gcs: sha256 mismatch: expected {}, got {}", m_expected.sha256->hex(), key.hex());
-      co_return fail(make_err(errc::integrity_mismatch));
-    }
-    if (m_git_sha1) {
-      const core::GitSha1 actual = m_git_sha1->finish();
-      if (actual != *m_expected.git_sha1) {
-        spdlog::warn("gcs: git sha1 mismatch: expected {}, got {}", m_expected.git_sha1->hex(), actual.hex());
-        co_return fail(make_err(errc::integrity_mismatch));
-      }
-    }
+    auto verified = m_data.verify();
+    if (!verified) co_return fail(verified.error());
+    const core::Sha256 key = *verified;
     m_phase = Phase::committing;
     const std::string md5 = m_md5.finish();
     auto uploaded = co_await upload(key, md5);
@@ -319,11 +301,8 @@ class GcsBlobWriter final : public BlobWriter {
   const ExpectedContent m_expected;
   const fs::path m_staging;
   std::shared_ptr<UniqueFd> m_fd;  // O_RDWR on m_staging until it is removed; shared with upload reads
-  util::Sha256Hasher m_sha256;
   Md5Hasher m_md5;
-  std::optional<util::GitBlobHasher> m_git_sha1;
-  // Atomic so a flight may poll written() from another thread.
-  std::atomic<std::uint64_t> m_written{0};
+  detail::StagingFile m_data;  // written and hashed through *m_fd; feeds m_md5
   Phase m_phase = Phase::open;
   bool m_released = false;         // reservation returned
   bool m_staging_removed = false;  // unlink posted

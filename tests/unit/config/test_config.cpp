@@ -158,6 +158,12 @@ std::vector<KeyCase> key_cases(const fs::path& ca_file) {
       {"negative_ttl", "90s", [](const Config& c) { EXPECT_EQ(c.negative_ttl, milliseconds(90'000)); }},
       {"offline", "true", [](const Config& c) { EXPECT_TRUE(c.offline); }},
       {"read_only", "1", [](const Config& c) { EXPECT_TRUE(c.read_only); }},
+      {"fill_chunk_size", "4MiB", [](const Config& c) { EXPECT_EQ(c.fill_chunk_size, 4ull << 20); }},
+      {"fill_parallelism", "3", [](const Config& c) { EXPECT_EQ(c.fill_parallelism, 3u); }},
+      {"max_fills", "2", [](const Config& c) { EXPECT_EQ(c.max_fills, 2u); }},
+      {"upstream_connections_per_host", "12",
+       [](const Config& c) { EXPECT_EQ(c.upstream_connections_per_host, 12u); }},
+      {"abandon_fill_above", "1G", [](const Config& c) { EXPECT_EQ(c.abandon_fill_above, 1ull << 30); }},
   };
 }
 
@@ -333,7 +339,7 @@ TEST(ConfigHelp, OneLinePerOptionWithDefaultAndVariable) {
     EXPECT_TRUE(contains(line, "[default: ")) << line;
     EXPECT_TRUE(contains(line, "env: " + env_of(key) + "]")) << line;
   }
-  EXPECT_EQ(options, 19);
+  EXPECT_EQ(options, 24);
   for (const char* text :
        {"--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 100GiB", "default: https://huggingface.co",
         "default: 30s", "default: 1m", "default: $XDG_CACHE_HOME/hubcache", "-h, --help", "--version", "powers of 1024",
@@ -379,6 +385,10 @@ TEST(ConfigErrors, EveryBadValueNamesItsSourceAndKey) {
       {"cache_dir", "", "must not be empty"},
       {"max_cache_size", "12XB", "invalid size \"12XB\""},
       {"max_cache_size", "0", "must be greater than 0"},
+      {"fill_chunk_size", "64KiB", "must be from 256KiB to 1GiB"},
+      {"fill_parallelism", "0", "must be a whole number from 1 to 64"},
+      {"fill_parallelism", "65", "must be a whole number from 1 to 64"},
+      {"max_fills", "many", "must be a whole number from 1 to 4096"},
       {"max_cache_size", "16777216TiB", "too large"},
       {"log_level", "verbose", "must be one of trace, debug, info, warn, error, critical, off"},
       {"log_level", "INFO", "must be one of"},

@@ -117,6 +117,32 @@ TEST(FlightRegistry, FirstCallerLeadsOthersJoin) {
   EXPECT_EQ(reg.size(), 1u);
 }
 
+TEST(Watermark, RangesAreContiguousFromTheAskedOffset) {
+  Watermark wm;
+  wm.add(100, 200);
+  wm.add(300, 400);
+  EXPECT_EQ(wm.state(0).available, 0u);    // nothing at 0 yet
+  EXPECT_EQ(wm.state(150).available, 200u);
+  EXPECT_EQ(wm.state(200).available, 200u);  // the gap: nothing beyond 200
+  wm.add(200, 300);                          // closes it: one run 100-400
+  EXPECT_EQ(wm.state(100).available, 400u);
+  EXPECT_EQ(wm.state(399).available, 400u);
+  wm.add(0, 150);                            // overlaps: merged, not double counted
+  EXPECT_EQ(wm.state(0).available, 400u);
+  EXPECT_EQ(wm.state(400).available, 400u);
+}
+
+TEST(Watermark, WaiterAtAnOffsetWakesForBytesThere) {
+  // A range client waits at 1000 while the fill writes elsewhere first.
+  net::io_context ioc;
+  Watermark wm(1, 1ms);
+  net::post(ioc, [&] { wm.add(0, 500); });
+  net::post(ioc, [&] { wm.add(1000, 3000); });
+  auto st = test::run(ioc, wm.wait_beyond(1000, 5s, 2000));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->available, 3000u);
+}
+
 }  // namespace
 }  // namespace hubcache::flight
 
@@ -174,6 +200,7 @@ TEST(Watermark, WaitsForWantedAmountButTricklesWhenSlow) {
   ASSERT_TRUE(st2.has_value());
   EXPECT_EQ(st2->available, 200u);
 }
+
 
 }  // namespace
 }  // namespace hubcache::flight

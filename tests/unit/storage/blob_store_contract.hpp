@@ -432,12 +432,61 @@ TYPED_TEST_P(BlobStoreContract, ConcurrentWritersAndReaders) {
   EXPECT_EQ(this->staging_files(), 0u);
 }
 
+TYPED_TEST_P(BlobStoreContract, OutOfOrderWritesAreHashedInFileOrder) {
+  // Pieces arrive as a parallel fill delivers them: the middle first, the
+  // end, then the start; the prefix grows only when the gaps close.
+  const std::string data = filler(300'000, 'p');
+  const std::string_view v(data);
+  auto writer = this->create(expect_sha256(data));
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE(writer->write_at(100'000, as_bytes(v.substr(100'000, 100'000))));
+  ASSERT_TRUE(writer->write_at(200'000, as_bytes(v.substr(200'000))));
+  EXPECT_EQ(writer->written(), 0u);
+  ASSERT_TRUE(writer->write_at(0, as_bytes(v.substr(0, 50'000))));
+  EXPECT_EQ(writer->written(), 50'000u);
+  // A staging reader sees the written prefix while the rest is missing.
+  auto staging = writer->open_reader();
+  ASSERT_TRUE(staging.has_value());
+  EXPECT_EQ(this->read_all(**staging).substr(0, 50'000), data.substr(0, 50'000));
+  ASSERT_TRUE(writer->write_at(50'000, as_bytes(v.substr(50'000, 50'000))));
+  EXPECT_EQ(writer->written(), data.size());
+  auto key = test::run(this->m_ioc, writer->commit());
+  ASSERT_TRUE(key.has_value()) << key.error().message();
+  EXPECT_EQ(*key, sha256_of(data));
+  auto reader = this->open_blob(*key);
+  ASSERT_TRUE(reader);
+  EXPECT_EQ(this->read_all(*reader), data);
+}
+
+TYPED_TEST_P(BlobStoreContract, BytesWrittenTwiceFailTheWriter) {
+  const std::string data = filler(10'000, 'd');
+  const std::string_view v(data);
+  auto writer = this->create(expect_sha256(data));
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE(writer->write_at(5'000, as_bytes(v.substr(5'000, 1'000))));
+  // Overlapping bytes ahead of the prefix, then bytes already hashed.
+  auto again = writer->write_at(5'500, as_bytes(v.substr(5'500, 1'000)));
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error(), errc::bad_request);
+  auto key = test::run(this->m_ioc, writer->commit());
+  EXPECT_FALSE(key.has_value());
+  EXPECT_EQ(this->m_store->usage().reserved, 0u);
+
+  auto second = this->create(expect_sha256(data));
+  ASSERT_TRUE(second);
+  ASSERT_TRUE(second->write_at(0, as_bytes(v.substr(0, 2'000))));
+  auto rewrite = second->write_at(1'000, as_bytes(v.substr(1'000, 10)));
+  ASSERT_FALSE(rewrite.has_value());
+  EXPECT_EQ(rewrite.error(), errc::bad_request);
+}
+
 REGISTER_TYPED_TEST_SUITE_P(BlobStoreContract, WriteCommitOpenReadRoundTrip, OpenOfUnknownBlobIsAbsent,
                             Sha256MismatchIsRejectedAndInvisible, GitSha1IsVerified, ContentWithoutDigestIsRefused,
                             ShortContentFailsCommit, AppendingPastExpectedSizeFails,
                             CommitTwiceReturnsTheKeyAndRejectsLaterBytes, DestroyedWriterRemovesStagingAndReservation,
                             StagingReaderStaysValidAfterCommit, StagingReaderStaysValidAfterFailure,
                             SecondWriterOfSameContentSucceedsWithoutDuplicate, ReopenedStoreServesCommittedBlobs,
-                            LargeBlobReadsAtAnyOffset, ConcurrentWritersAndReaders);
+                            LargeBlobReadsAtAnyOffset, ConcurrentWritersAndReaders,
+                            OutOfOrderWritesAreHashedInFileOrder, BytesWrittenTwiceFailTheWriter);
 
 }  // namespace hubcache::storage::test_contract

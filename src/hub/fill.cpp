@@ -1,0 +1,481 @@
+#include "fill.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/field.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <vector>
+
+namespace hubcache::hub {
+
+namespace bhttp = boost::beast::http;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// Each fill worker holds one buffer of this size, so memory is bounded by
+// fills x parallelism, never by file size. 256 KiB amortises syscalls.
+constexpr std::size_t k_copy_buffer = 256 * 1024;
+// A fill re-resolves an expired URL at most this often (per fill): a Hub
+// that keeps handing out dead URLs is an error, not a loop.
+constexpr unsigned k_max_reresolves = 8;
+// Offsets remembered for Range clients; more are ignored (they are hints).
+constexpr std::size_t k_max_preferred = 64;
+
+std::span<const std::byte> as_span(const std::vector<std::byte>& buf, std::size_t n) { return {buf.data(), n}; }
+
+// "bytes FIRST-LAST/TOTAL" -> true when it is exactly what was asked for.
+bool content_range_is(std::string_view value, std::uint64_t first, std::uint64_t last, std::uint64_t total) {
+  const std::string want =
+      "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(total);
+  return value == want;
+}
+
+bool retryable(std::error_code ec) {
+  return ec == errc::upstream_unavailable || ec == errc::upstream_timeout || ec == errc::upstream_protocol ||
+         ec == errc::upstream_tls;
+}
+
+}  // namespace
+
+// ---- Fill --------------------------------------------------------------------
+
+net::awaitable<result<storage::BlobReaderPtr>> Fill::open_reader(storage::BlobStore& store,
+                                                                 std::chrono::milliseconds wait) {
+  while (true) {
+    std::optional<core::Sha256> committed;
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_writer != nullptr) co_return m_writer->open_reader();
+      committed = m_committed;
+    }
+    if (committed) {
+      auto r = co_await store.open(*committed);
+      if (!r) co_return r.error();
+      if (!*r) co_return errc::storage_io;  // evicted in between: the client retries
+      co_return std::move(**r);
+    }
+    // Before the writer exists or between the last byte and the commit:
+    // wait for the outcome.
+    auto st = co_await wm.wait_beyond(size, wait);
+    if (!st) co_return st.error();
+  }
+}
+
+void Fill::prefer(std::uint64_t offset) {
+  std::lock_guard lock(m_mutex);
+  if (m_preferred.size() < k_max_preferred) m_preferred.push_back(offset);
+}
+
+// ---- FillRun: one transfer ---------------------------------------------------
+
+// Lives on one strand; every coroutine of the run holds a shared_ptr to it.
+// State below is touched only on that strand unless marked otherwise.
+class FillRun : public std::enable_shared_from_this<FillRun> {
+ public:
+  FillRun(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill, FillSource source)
+      : m_engine_owner(std::move(engine)),
+        m_engine(*m_engine_owner),
+        m_fill(std::move(fill)),
+        m_source(std::move(source)),
+        m_strand(net::make_strand(m_engine.m_io)),
+        m_url(m_source.meta.content_url) {}
+
+  static void start(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill, FillSource source) {
+    auto run = std::make_shared<FillRun>(std::move(engine), std::move(fill), std::move(source));
+    run->spawn(run->main());
+  }
+
+ private:
+  struct Chunk {
+    std::uint64_t begin = 0;
+    std::uint64_t end = 0;  // exclusive
+    std::uint64_t pos = 0;  // next byte to write
+    enum class State { pending, active, done } state = State::pending;
+  };
+
+  // A response whose body carries the bytes from a chunk's `pos`, with the
+  // host slot it occupies.
+  struct Opened {
+    upstream::ResponsePtr resp;
+    flight::Semaphore::Permit slot;
+    bool whole = false;  // a 200 with the whole file (upstream ignored Range)
+  };
+
+  // What one request attempt came to when it did not open a body.
+  struct Failure {
+    std::error_code ec;
+    bool retry = false;    // worth another attempt after a pause
+    bool expired = false;  // the signed URL was refused: resolve it again
+  };
+
+  void spawn(net::awaitable<void> task) {
+    auto self = shared_from_this();
+    net::co_spawn(m_strand, std::move(task), [self](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& err) {
+        spdlog::error("fill of {} ended by an internal error: {}", self->m_source.meta.etag, err.what());
+      }
+      self->fail(make_error_code(errc::storage_io), "internal");
+    });
+  }
+
+  const FileMeta& meta() const { return m_source.meta; }
+
+  net::awaitable<void> main() {
+    m_started = Clock::now();
+    m_slot = co_await m_engine.m_fill_slots.acquire();
+    storage::ExpectedContent expected;
+    expected.size = meta().size;
+    if (meta().lfs) expected.sha256 = core::Sha256::from_hex(meta().etag);
+    else expected.git_sha1 = core::GitSha1::from_hex(meta().etag);
+
+    auto created = co_await m_engine.m_store.create(expected);
+    if (!created && created.error() == errc::blob_available && expected.sha256) {
+      // Another replica stored it while we waited for its lease.
+      co_await finish_committed(*expected.sha256);
+      co_return;
+    }
+    if (!created) co_return fail(created.error(), "reserve");
+    m_writer = std::move(*created);
+    {
+      std::lock_guard lock(m_fill->m_mutex);
+      m_fill->m_writer = m_writer.get();
+    }
+    if (meta().size == 0) {
+      co_await finalize();
+      co_return;
+    }
+
+    // The chunk grid. A file of one chunk (or parallelism 1) is one plain
+    // GET: no Range, so CDNs and upstream hubcaches treat it as usual.
+    const auto& opt = m_engine.m_options;
+    m_ranged = opt.parallelism > 1 && meta().size > opt.chunk_size;
+    const std::uint64_t step = m_ranged ? opt.chunk_size : meta().size;
+    for (std::uint64_t b = 0; b < meta().size; b += step) {
+      m_chunks.push_back({b, std::min(meta().size, b + step), b});
+    }
+
+    // The first request also tells whether upstream honours Range; the
+    // other workers start only once it did.
+    const auto first = next_chunk();
+    auto opened = co_await open_with_retries(m_chunks[*first]);
+    if (!opened) co_return fail(opened.error(), "connect");
+    if (opened->whole) {
+      // One stream for the whole file: a single chunk from byte 0.
+      m_chunks.assign(1, Chunk{0, meta().size, 0, Chunk::State::active});
+      m_ranged = false;
+    }
+    m_workers = 1;
+    if (m_ranged) {
+      const unsigned extra = static_cast<unsigned>(std::min<std::size_t>(opt.parallelism, m_chunks.size())) - 1;
+      for (unsigned i = 0; i < extra; ++i) {
+        ++m_workers;
+        spawn(worker(std::nullopt, {}));
+      }
+    }
+    const std::size_t index = opened->whole ? 0 : *first;
+    co_await worker(index, std::move(*opened));
+  }
+
+  // Fetches chunks until none is left or the fill stopped; the last worker
+  // to finish finalizes the fill.
+  net::awaitable<void> worker(std::optional<std::size_t> index, Opened opened) {
+    std::vector<std::byte> buf(k_copy_buffer);
+    if (!index) index = next_chunk();
+    while (index && !m_error && !stopped()) {
+      auto fetched = co_await fetch(m_chunks[*index], std::move(opened), buf);
+      opened = {};
+      if (!fetched) {
+        if (!m_error) m_error = fetched.error();
+        break;
+      }
+      index = next_chunk();
+    }
+    if (--m_workers == 0) co_await finalize();
+  }
+
+  // The next chunk to fetch: one a Range client is waiting for, else the
+  // first one not started. Marks it active.
+  std::optional<std::size_t> next_chunk() {
+    std::optional<std::size_t> pick;
+    {
+      std::lock_guard lock(m_fill->m_mutex);
+      auto& wanted = m_fill->m_preferred;
+      while (!wanted.empty() && !pick) {
+        const std::size_t i = static_cast<std::size_t>(wanted.front() / m_chunks.front().end);
+        wanted.erase(wanted.begin());
+        if (i < m_chunks.size() && m_chunks[i].state == Chunk::State::pending) pick = i;
+      }
+    }
+    while (!pick && m_next < m_chunks.size()) {
+      if (m_chunks[m_next].state == Chunk::State::pending) pick = m_next;
+      ++m_next;
+    }
+    if (pick) m_chunks[*pick].state = Chunk::State::active;
+    return pick;
+  }
+
+  bool stopped() const {
+    std::lock_guard lock(m_fill->m_mutex);
+    return m_fill->m_stopped;
+  }
+
+  // Writes chunk `c` from its `pos` to its end, resuming after failures.
+  net::awaitable<result<void>> fetch(Chunk& c, Opened opened, std::vector<std::byte>& buf) {
+    unsigned failures = 0;
+    while (c.pos < c.end) {
+      if (!opened.resp) {
+        auto next = co_await open_with_retries(c);
+        if (!next) co_return next.error();
+        opened = std::move(*next);
+      }
+      const std::uint64_t before = c.pos;
+      auto drained = co_await drain(*opened.resp, c, buf);
+      opened = {};  // the connection goes back to the pool, or is closed
+      if (drained) break;
+      if (c.pos > before) failures = 0;  // progress: a new run of attempts
+      if (!retryable(drained.error()) || stopped() || ++failures >= m_engine.m_options.chunk_attempts) {
+        co_return drained.error();
+      }
+      ++m_retries;
+      spdlog::debug("fill of {}: chunk at {} interrupted at {} ({}), resuming", meta().etag, c.begin, c.pos,
+                    drained.error().message());
+      co_await pause(failures);
+    }
+    c.state = Chunk::State::done;
+    co_return result<void>();
+  }
+
+  // Reads a body into the blob at c.pos until the chunk is complete.
+  net::awaitable<result<void>> drain(upstream::Response& resp, Chunk& c, std::vector<std::byte>& buf) {
+    const std::uint64_t last_byte = meta().size - 1;
+    while (c.pos < c.end) {
+      const auto room = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), c.end - c.pos));
+      auto n = co_await resp.read_some(std::span(buf.data(), room));
+      if (!n) co_return n.error();
+      if (*n == 0) co_return errc::upstream_unavailable;  // the body ended short
+      auto written = m_writer->write_at(c.pos, as_span(buf, *n));
+      if (!written) co_return written.error();
+      // The file's last byte stays back until the blob is verified.
+      const std::uint64_t from = c.pos;
+      c.pos += *n;
+      m_fill->wm.add(from, std::min(c.pos, last_byte));
+      {
+        std::lock_guard lock(m_fill->m_mutex);
+        m_fill->m_received += *n;
+        if (m_fill->m_stopped) co_return errc::cancelled;
+      }
+    }
+    // Read the end of the body so the connection can be reused.
+    std::array<std::byte, 1> probe{};
+    auto end = co_await resp.read_some(probe);
+    if (end && *end != 0) co_return errc::upstream_protocol;  // more than announced
+    co_return result<void>();
+  }
+
+  // Opens a body for c.pos..c.end, retrying transient failures and
+  // re-resolving expired URLs.
+  net::awaitable<result<Opened>> open_with_retries(const Chunk& c) {
+    unsigned failures = 0;
+    unsigned reresolves = 0;
+    while (true) {
+      if (stopped()) co_return errc::cancelled;
+      const unsigned generation = m_url_generation;
+      auto attempt = co_await open(c);
+      if (attempt) co_return std::move(*attempt);
+      const Failure& f = attempt.error();
+      if (f.expired && reresolves < k_max_reresolves) {
+        ++reresolves;
+        auto refreshed = co_await refresh_url(generation);
+        if (!refreshed) co_return refreshed.error();
+        continue;
+      }
+      if (!f.retry || ++failures >= m_engine.m_options.chunk_attempts) co_return f.ec;
+      ++m_retries;
+      spdlog::debug("fill of {}: request for bytes {}- failed ({}), retrying", meta().etag, c.pos, f.ec.message());
+      co_await pause(failures);
+    }
+  }
+
+  // One request attempt.
+  net::awaitable<boost::system::result<Opened, Failure>> open(const Chunk& c) {
+    Opened opened;
+    opened.slot = co_await m_engine.host_slots(m_url.origin()).acquire();
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> range;
+    const bool whole_file = c.pos == 0 && c.end == meta().size && !m_ranged;
+    if (!whole_file) range.emplace(c.pos, c.end - 1);
+    auto sent = co_await m_engine.m_hub.get_content(m_url, meta().content_on_hub, m_source.authorization, range);
+    if (!sent) co_return Failure{sent.error(), retryable(sent.error()), false};
+    auto& resp = **sent;
+    const unsigned status = resp.status();
+    const auto len = resp.content_length();
+    if (status == 206 && range) {
+      if (!content_range_is(resp.headers()[bhttp::field::content_range], range->first, range->second, meta().size) ||
+          (len && *len != c.end - c.pos)) {
+        spdlog::warn("fill of {}: upstream answered bytes {}-{} with Content-Range '{}'", meta().etag, range->first,
+                     range->second, std::string_view(resp.headers()[bhttp::field::content_range]));
+        co_return Failure{make_error_code(errc::upstream_protocol), false, false};
+      }
+      opened.resp = std::move(*sent);
+      co_return opened;
+    }
+    if (status == 200) {
+      // The whole file: asked for, or upstream ignores Range. Usable only
+      // before other workers write (on the first request), read from byte 0.
+      if (len && *len != meta().size) co_return Failure{make_error_code(errc::integrity_mismatch), false, false};
+      if (whole_file || m_workers == 0) {
+        opened.whole = !whole_file;
+        opened.resp = std::move(*sent);
+        co_return opened;
+      }
+      co_return Failure{make_error_code(errc::upstream_protocol), false, false};
+    }
+    if ((status == 403 || status == 410) && !meta().content_on_hub) {
+      spdlog::info("fill of {}: the CDN refused its signed URL ({}); asking the Hub for a new one", meta().etag, status);
+      co_return Failure{make_error_code(errc::upstream_protocol), false, true};
+    }
+    const bool transient = status == 408 || status == 429 || status >= 500;
+    spdlog::warn("fill of {}: upstream answered {} for bytes {}-", meta().etag, status, c.pos);
+    co_return Failure{make_error_code(transient ? errc::upstream_unavailable : errc::upstream_protocol), transient,
+                      false};
+  }
+
+  // Gets a new content URL unless another worker already did since
+  // `generation`.
+  net::awaitable<result<void>> refresh_url(unsigned generation) {
+    while (m_refreshing) co_await pause(0);
+    if (m_url_generation != generation) co_return result<void>();
+    m_refreshing = true;
+    auto url = co_await m_source.resolve_again();
+    m_refreshing = false;
+    if (!url) co_return url.error();
+    m_url = std::move(*url);
+    ++m_url_generation;
+    co_return result<void>();
+  }
+
+  net::awaitable<void> pause(unsigned failures) {
+    auto delay = failures == 0 ? std::chrono::milliseconds(20)
+                               : m_engine.m_options.retry_backoff * (1u << std::min(failures - 1, 6u));
+    net::steady_timer timer(m_strand, delay);
+    co_await timer.async_wait(net::use_awaitable);
+  }
+
+  net::awaitable<void> finalize() {
+    if (m_error) co_return fail(m_error, "download");
+    if (stopped()) co_return fail(make_error_code(errc::cancelled), "abandoned");
+    {
+      std::lock_guard lock(m_fill->m_mutex);
+      m_fill->m_writer = nullptr;  // the staging file is about to be renamed
+    }
+    if (m_writer->written() != meta().size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
+    auto sha = co_await m_writer->commit();
+    if (!sha) co_return fail(sha.error(), "verify/commit");
+    m_writer.reset();
+    co_await finish_committed(*sha);
+  }
+
+  net::awaitable<void> finish_committed(core::Sha256 sha) {
+    if (m_source.committed) co_await m_source.committed(sha);
+    {
+      std::lock_guard lock(m_fill->m_mutex);
+      m_fill->m_committed = sha;
+    }
+    m_fill->wm.add(0, meta().size);
+    m_fill->wm.finish({});
+    m_engine.m_fills.remove(meta().etag, m_fill);
+    m_done = true;
+    const auto secs = std::chrono::duration<double>(Clock::now() - m_started).count();
+    spdlog::info("filled {} ({} bytes in {} chunk(s), {:.2f}s, {:.1f} MB/s, {} retries) -> {}", meta().etag,
+                 meta().size, m_chunks.size(), secs, secs > 0 ? static_cast<double>(meta().size) / secs / 1e6 : 0.0,
+                 m_retries, sha.hex());
+  }
+
+  void fail(std::error_code ec, std::string_view stage) {
+    if (m_done) return;
+    m_done = true;
+    if (ec != errc::cancelled) {
+      spdlog::warn("fill of {} failed at {}: {}", meta().etag, stage, ec.message());
+    } else {
+      spdlog::info("fill of {} stopped: no client is left", meta().etag);
+    }
+    {
+      std::lock_guard lock(m_fill->m_mutex);
+      m_fill->m_writer = nullptr;
+    }
+    m_writer.reset();  // discards the staging file and the reservation
+    m_fill->wm.finish(ec);
+    m_engine.m_fills.remove(meta().etag, m_fill);
+  }
+
+  const std::shared_ptr<FillEngine> m_engine_owner;
+  FillEngine& m_engine;
+  const std::shared_ptr<Fill> m_fill;
+  const FillSource m_source;
+  net::strand<net::io_context::executor_type> m_strand;
+  upstream::Url m_url;  // the content URL; replaced when re-resolved
+  unsigned m_url_generation = 0;
+  bool m_refreshing = false;
+  flight::Semaphore::Permit m_slot;  // one of FillOptions::max_fills
+  storage::BlobWriterPtr m_writer;
+  std::vector<Chunk> m_chunks;
+  std::size_t m_next = 0;  // chunks before it are not pending
+  bool m_ranged = false;
+  unsigned m_workers = 0;
+  std::error_code m_error;  // the first chunk failure
+  unsigned m_retries = 0;
+  bool m_done = false;
+  Clock::time_point m_started;
+};
+
+// ---- FillEngine ----------------------------------------------------------------
+
+FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store, net::io_context& io)
+    : m_options(std::move(options)), m_hub(hub), m_store(store), m_io(io), m_fill_slots(m_options.max_fills) {}
+
+FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader) {
+  while (true) {
+    auto [fill, lead] = m_fills.join(source.meta.etag, [&] { return new Fill(source.meta.size, source.meta.etag); });
+    {
+      std::lock_guard lock(fill->m_mutex);
+      if (fill->m_stopped) continue;  // abandoned a moment ago: it leaves the registry at once
+      ++fill->m_clients;
+    }
+    leader = lead;
+    if (prefer) fill->prefer(*prefer);
+    Membership member(shared_from_this(), fill);
+    if (lead) FillRun::start(shared_from_this(), std::move(fill), std::move(source));
+    return member;
+  }
+}
+
+FillEngine::Membership::~Membership() {
+  if (m_engine && m_fill) m_engine->leave(m_fill);
+}
+
+void FillEngine::leave(const std::shared_ptr<Fill>& fill) {
+  std::lock_guard lock(fill->m_mutex);
+  if (--fill->m_clients > 0 || fill->m_committed || fill->m_stopped) return;
+  if (fill->size - std::min(fill->size, fill->m_received) <= m_options.abandon_above) return;
+  fill->m_stopped = true;
+  // Under the fill's lock, so a join sees either the live fill or none.
+  m_fills.remove(fill->key, fill);
+}
+
+flight::Semaphore& FillEngine::host_slots(const std::string& origin) {
+  std::lock_guard lock(m_hosts_mutex);
+  auto& slot = m_hosts[origin];
+  if (!slot) slot = std::make_unique<flight::Semaphore>(m_options.connections_per_host);
+  return *slot;
+}
+
+}  // namespace hubcache::hub

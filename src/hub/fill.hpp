@@ -1,0 +1,137 @@
+// FillEngine: moves a blob from upstream into the store once, however many
+// clients want it, and lets every one of them read it while it arrives.
+//
+// A fill of a large file downloads it as fixed-size chunks over several
+// ranged requests at once: CDNs cap what one connection gets, so parallel
+// ranges are what makes a cold pull fast. Each chunk is retried with backoff
+// and resumed where it stopped; an expired or refused signed URL (403/410)
+// is re-resolved through the Hub (FillSource::resolve_again) and the fill
+// goes on. An upstream that ignores Range (answers 200) is read as one
+// stream. Small files are one plain GET.
+//
+// Verification: the store hashes bytes in file order as the written prefix
+// grows (storage::BlobWriter::write_at) and commit() checks the digest; the
+// file's last byte is held back from every client until the blob is
+// verified and durably committed, so a client never receives a complete
+// wrong file. Bytes of a range that ends before the last byte are served
+// as they arrive (as from the CDN itself); the blob is only ever committed
+// verified.
+//
+// Scheduling: at most FillOptions::max_fills fills transfer at once (more
+// queue), and chunk requests to one upstream host are bounded by
+// FillOptions::connections_per_host (more queue). A client of a Range asks
+// for its chunk to be fetched next (Fill::prefer). A fill does not depend on
+// any client: it keeps going when they leave, unless more than
+// FillOptions::abandon_above bytes are left, then it stops and its staging
+// data is dropped.
+//
+// Thread safety: FillEngine and Fill are safe from any thread. Each fill
+// runs on its own strand of the io_context.
+#pragma once
+
+#include "hub_client.hpp"
+
+#include <hubcache/hub/service.hpp>
+
+#include <hubcache/flight/registry.hpp>
+#include <hubcache/flight/semaphore.hpp>
+#include <hubcache/flight/watermark.hpp>
+#include <hubcache/storage/blob_store.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace hubcache::hub {
+
+// Where a fill gets its bytes, and what it tells its owner.
+struct FillSource {
+  FileMeta meta;               // size, digest, content URL
+  std::string authorization;   // the leader's, for content on the Hub and for re-resolving
+  // Asks the Hub again for a fresh content URL (the signed CDN URL expired).
+  std::function<net::awaitable<result<upstream::Url>>()> resolve_again;
+  // Runs after the commit, before the last byte is released (the index
+  // record), so a client's next request is a hit.
+  std::function<net::awaitable<void>(core::Sha256)> committed;
+};
+
+class Fill {
+ public:
+  Fill(std::uint64_t size, std::string key) : size(size), key(std::move(key)) {}
+  const std::uint64_t size;
+  const std::string key;  // the upstream etag
+  flight::Watermark wm;
+
+  // A reader of the fill's bytes: the staging file while the fill runs, the
+  // committed blob afterwards. Read only what `wm` says is available.
+  net::awaitable<result<storage::BlobReaderPtr>> open_reader(storage::BlobStore& store,
+                                                             std::chrono::milliseconds wait);
+  // Asks for the chunk holding `offset` to be fetched before others.
+  void prefer(std::uint64_t offset);
+
+ private:
+  friend class FillEngine;
+  friend class FillRun;
+  std::mutex m_mutex;
+  storage::BlobWriter* m_writer = nullptr;  // guarded by m_mutex; set while the staging file may be opened
+  std::optional<core::Sha256> m_committed;  // guarded by m_mutex
+  unsigned m_clients = 0;                   // guarded by m_mutex
+  bool m_stopped = false;                   // guarded by m_mutex: abandoned, joins must start a new fill
+  std::vector<std::uint64_t> m_preferred;   // guarded by m_mutex: offsets asked for by Range clients
+  std::uint64_t m_received = 0;             // guarded by m_mutex: bytes written so far
+};
+
+// Held by shared_ptr: fills and memberships keep it alive, because they may
+// be destroyed with the io_context after the service that made them.
+class FillEngine : public std::enable_shared_from_this<FillEngine> {
+ public:
+  FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store, net::io_context& io);
+
+  // A client's membership in a fill; leaving may stop an abandoned fill.
+  class Membership {
+   public:
+    Membership() = default;
+    Membership(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill)
+        : m_engine(std::move(engine)), m_fill(std::move(fill)) {}
+    Membership(Membership&& o) noexcept = default;
+    Membership& operator=(Membership&&) = delete;
+    ~Membership();
+    Fill& fill() const { return *m_fill; }
+
+   private:
+    std::shared_ptr<FillEngine> m_engine;
+    std::shared_ptr<Fill> m_fill;
+  };
+
+  // Joins the live fill of this content or starts one (the caller is then
+  // its leader: `leader` is set). Counts the caller as a client until the
+  // Membership is destroyed. `prefer`: the offset a Range client starts at.
+  Membership join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader);
+
+  const FillOptions& options() const noexcept { return m_options; }
+
+ private:
+  friend class FillRun;
+  void leave(const std::shared_ptr<Fill>& fill);
+  flight::Semaphore& host_slots(const std::string& origin);
+
+  const FillOptions m_options;
+  HubClient& m_hub;
+  storage::BlobStore& m_store;
+  net::io_context& m_io;
+  flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by upstream etag (content-addressed)
+  flight::Semaphore m_fill_slots;
+  std::mutex m_hosts_mutex;
+  std::map<std::string, std::unique_ptr<flight::Semaphore>> m_hosts;  // guarded by m_hosts_mutex
+};
+
+}  // namespace hubcache::hub

@@ -1,0 +1,207 @@
+// The fill engine through the hubcache binary: parallel ranged fills with many clients on mixed
+// ranges, a cold Range's chunk fetched first, hubcache chained behind another hubcache, fills
+// abandoned by their clients, and the bound on concurrent fills.
+//   HUBCACHE_BIN=/work/build-asan/bin/hubcache node --test tests/integration/fill.test.mjs
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startFakeHub, hubcacheBin } from "./harness.mjs";
+import { http1, describe as desc, Fleet, logTail, assertFetchedOnce, withOwnHubcache } from "./proxy_lib.mjs";
+
+const REPO = "acme/tiny-model";
+const MiB = 1024 * 1024;
+const CHUNK = 2 * MiB;
+const BIG_SIZE = 24 * MiB + 77; // 13 chunks of 2 MiB, the last one 77 bytes
+const skip = !hubcacheBin() ? "HUBCACHE_BIN not set and no /work/build-main/bin/hubcache" : false;
+
+let fake;
+let fleet;
+let big; // {size, sha256, read()}
+let bigBytes; // Buffer of big.bin
+
+const resolvePath = (rev, p, repo = REPO) => `/${repo}/resolve/${encodeURIComponent(rev)}/${p.split("/").map(encodeURIComponent).join("/")}`;
+const cdnGets = (s, sha) => s.log.filter((e) => e.host === "cdn" && e.method === "GET" && e.path === `/cdn/lfs/${sha}`);
+const showCdn = (s) => JSON.stringify(s.log.filter((e) => e.host === "cdn").map((e) => `range=${e.headers.range} ${e.status} ${e.bytes}B${e.aborted ? " aborted" : ""}`));
+const fillArgs = ["--log-level", "debug", "--upstream-timeout", "5s", "--fill-chunk-size", "2MiB", "--fill-parallelism", "4"];
+
+/** Polls `cond` every 50 ms until it is true or `ms` passed; returns its last value. */
+async function waitFor(cond, ms = 20000) {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  return cond();
+}
+const filledLine = (hc, sha) => new RegExp(`filled ${sha} \\(\\d+ bytes in (\\d+) chunk`).exec(hc.logs());
+
+
+const withFreshHc = (fn, opts = {}) => withOwnHubcache(opts.on?.() ?? fleet, fn, opts);
+
+before(async () => {
+  if (skip) return;
+  fake = await startFakeHub({ bigSize: BIG_SIZE, quiet: true });
+  big = fake.repos[REPO].files["big.bin"];
+  bigBytes = await big.read();
+  fleet = new Fleet({ upstream: fake.hubUrl, args: fillArgs });
+});
+after(async () => {
+  if (skip) return;
+  try {
+    for (const r of fleet?.all ?? []) if (r.exit === null) await fleet.stop(r);
+    assert.deepEqual(fleet?.crashes ?? [], [], "no hubcache crashed");
+  } finally {
+    await fake?.close();
+  }
+});
+
+test("32 concurrent clients with mixed ranges on one cold blob get exactly their bytes; one fill", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url) => {
+    fake.reset();
+    fake.scenario({ cdnRate: 8 * MiB }); // slow enough that every client joins the running fill
+    const size = big.size;
+    const ranges = Array.from({ length: 32 }, (_, i) => {
+      switch (i % 4) {
+        case 0: return null; // whole file
+        case 1: { const a = (i * 761_017) % size; return [a, Math.min(size - 1, a + 3 * MiB)]; } // crosses chunks
+        case 2: { const a = size - 1 - ((i * 104_729) % (5 * MiB)); return [a, null]; } // open-ended, to the end
+        default: { const a = (i * 1_299_709) % size; return [a, a]; } // one byte
+      }
+    });
+    const rs = await Promise.all(ranges.map((rg) => {
+      const headers = rg ? { Range: `bytes=${rg[0]}-${rg[1] ?? ""}` } : {};
+      return http1(url, "GET", resolvePath("main", "big.bin"), { headers, timeoutMs: 50000 });
+    }));
+    rs.forEach((r, i) => {
+      const rg = ranges[i];
+      const first = rg ? rg[0] : 0;
+      const last = rg ? (rg[1] ?? size - 1) : size - 1;
+      assert.equal(r.status, rg ? 206 : 200, `client ${i} ${JSON.stringify(rg)}: ${desc(r)}`);
+      assert.ok(r.complete, `client ${i}: ${desc(r)}`);
+      if (rg) assert.equal(r.headers["content-range"], `bytes ${first}-${last}/${size}`, `client ${i}`);
+      assert.equal(r.bytes, last - first + 1, `client ${i}: length`);
+      assert.ok(r.body.equals(bigBytes.subarray(first, last + 1)), `client ${i} ${JSON.stringify(rg)}: bytes differ`);
+    });
+    assert.ok(await fake.idle(20000));
+    const s = fake.stats();
+    const gets = assertFetchedOnce(s.log, big.sha256, size, "32 mixed clients");
+    assert.equal(gets.length, Math.ceil(size / CHUNK), `one request per chunk: ${showCdn(s)}`);
+  }));
+
+test("a Range request on a cold blob gets its own chunk fetched first", { skip, timeout: 40000 }, () =>
+  withFreshHc(async (url) => {
+    fake.reset();
+    fake.scenario({ cdnRate: 4 * MiB });
+    const offset = 20 * MiB + 5; // chunk 10 of 13
+    const r = await http1(url, "GET", resolvePath("main", "big.bin"), { headers: { Range: `bytes=${offset}-${offset + 999}` }, timeoutMs: 30000 });
+    assert.equal(r.status, 206, desc(r));
+    assert.ok(r.body.equals(bigBytes.subarray(offset, offset + 1000)), "range bytes");
+    assert.ok(await fake.idle(30000), "the rest of the fill finishes");
+    const gets = cdnGets(fake.stats(), big.sha256);
+    assert.equal(gets[0].headers.range, `bytes=${20 * MiB}-${22 * MiB - 1}`, `the first CDN request is the client's chunk: ${showCdn(fake.stats())}`);
+    assertFetchedOnce(fake.stats().log, big.sha256, big.size, "whole blob still filled");
+
+    // and the blob is complete and verified in the cache now
+    fake.reset();
+    const all = await http1(url, "GET", resolvePath("main", "big.bin"), { keepBody: false, timeoutMs: 20000 });
+    assert.equal(all.sha256, big.sha256);
+    await fake.idle();
+    assert.equal(fake.stats().cdn.bodyBytes, 0, "served from cache");
+  }));
+
+test("chaining: a hubcache whose upstream is another hubcache fills with ranged requests and verifies", { skip, timeout: 60000 }, async () => {
+  const regional = await fleet.start({ name: "regional", makeCurrent: false });
+  const sidecarFleet = new Fleet({ upstream: regional.hc.url, args: fillArgs });
+  const sidecar = await sidecarFleet.start({ name: "sidecar" });
+  try {
+    fake.reset();
+    const p = resolvePath("main", "big.bin");
+    // HEAD through the chain carries the Hub's file headers
+    const h = await http1(sidecar.hc.url, "HEAD", p);
+    assert.equal(h.status, 200, desc(h));
+    assert.equal(h.headers["x-linked-etag"], `"${big.sha256}"`);
+    assert.equal(h.headers["x-linked-size"], String(big.size));
+    const r = await http1(sidecar.hc.url, "GET", p, { keepBody: false, timeoutMs: 40000 });
+    assert.equal(r.status, 200, desc(r));
+    assert.equal(r.sha256, big.sha256, "bytes through the chain");
+    assert.ok(await fake.idle(20000));
+    assertFetchedOnce(fake.stats().log, big.sha256, big.size, "the regional cache filled once from the CDN");
+    assert.ok(await waitFor(() => filledLine(sidecar.hc, big.sha256)), "the sidecar logged its fill");
+    assert.equal(filledLine(sidecar.hc, big.sha256)[1], "13", "the sidecar filled from the regional cache in ranged chunks");
+
+    // a gated file: the caller's token travels down the chain; anonymous callers stay refused
+    const G = "acme/gated-model";
+    const gp = resolvePath("main", "model.safetensors", G);
+    const gf = fake.repos[G].files["model.safetensors"];
+    const anon = await http1(sidecar.hc.url, "GET", gp);
+    assert.equal(anon.status, 401, `anonymous gated through the chain: ${desc(anon)}`);
+    const ok = await http1(sidecar.hc.url, "GET", gp, { headers: { Authorization: "Bearer hf_granted" } });
+    assert.equal(ok.status, 200, desc(ok));
+    assert.equal(ok.sha256, gf.sha256);
+    const anon2 = await http1(sidecar.hc.url, "GET", gp);
+    assert.equal(anon2.status, 401, `anonymous after a granted fill: ${desc(anon2)}`);
+
+    // everything is now in the sidecar: the regional cache is not asked for bytes again
+    fake.reset();
+    const again = await http1(sidecar.hc.url, "GET", `/${REPO}/resolve/${h.headers["x-repo-commit"]}/big.bin`, { keepBody: false });
+    assert.equal(again.sha256, big.sha256);
+    await fake.idle();
+    assert.equal(fake.stats().cdn.bodyBytes, 0);
+  } catch (e) {
+    process.stderr.write(`\n===== sidecar =====\n${logTail(sidecar.hc.logs(), 8000)}\n===== regional =====\n${logTail(regional.hc.logs(), 8000)}\n`);
+    throw e;
+  } finally {
+    await sidecarFleet.stop(sidecar);
+    await fleet.stop(regional);
+    assert.deepEqual(sidecarFleet.crashes, []);
+  }
+});
+
+test("--abandon-fill-above: a fill whose clients all left stops; the next request fills afresh", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url) => {
+    fake.reset();
+    fake.scenario({ cdnRate: 1 * MiB }); // ~6 s for the file with 4 connections
+    const p = resolvePath("main", "big.bin");
+    const a = await http1(url, "GET", p, { keepBody: false, abortAfterBytes: 256 * 1024, timeoutMs: 30000 });
+    assert.ok(a.bytes < big.size, "the client left early");
+    assert.ok(await fake.idle(15000), "the fill stopped soon after its only client left");
+    const during = fake.stats();
+    assert.ok(during.cdn.bodyBytes < big.size / 2, `the abandoned fill stopped early: ${during.cdn.bodyBytes} CDN bytes`);
+
+    fake.reset();
+    const r = await http1(url, "GET", p, { keepBody: false, timeoutMs: 40000 });
+    assert.equal(r.sha256, big.sha256, "a later client gets the right bytes");
+  }, { args: ["--abandon-fill-above", "1MiB"] }));
+
+test("by default a fill finishes after its client left, and is cached", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url, rec) => {
+    fake.reset();
+    fake.scenario({ cdnRate: 4 * MiB });
+    const p = resolvePath("main", "big.bin");
+    const a = await http1(url, "GET", p, { keepBody: false, abortAfterBytes: 256 * 1024, timeoutMs: 30000 });
+    assert.ok(a.bytes < big.size);
+    assert.ok(await waitFor(() => filledLine(rec.hc, big.sha256), 30000), "the fill completed");
+    assert.ok(await fake.idle(5000));
+    assertFetchedOnce(fake.stats().log, big.sha256, big.size, "the fill went on without its client");
+    fake.reset();
+    const r = await http1(url, "GET", p, { keepBody: false, timeoutMs: 20000 });
+    assert.equal(r.sha256, big.sha256);
+    await fake.idle();
+    assert.equal(fake.stats().cdn.bodyBytes, 0, "cached");
+  }));
+
+test("--max-fills 1: fills of different files queue instead of failing", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url, rec) => {
+    fake.reset();
+    fake.scenario({ cdnRate: 8 * MiB });
+    const files = ["big.bin", "model.safetensors"].map((p) => fake.repos[REPO].files[p]);
+    const rs = await Promise.all(files.map((f) => http1(url, "GET", resolvePath("main", f.path), { keepBody: false, timeoutMs: 40000 })));
+    rs.forEach((r, i) => {
+      assert.equal(r.status, 200, desc(r));
+      assert.equal(r.sha256, files[i].sha256, files[i].path);
+    });
+    assert.ok(await waitFor(() => files.every((f) => filledLine(rec.hc, f.sha256))));
+    // one fill at a time: the second one's first CDN request comes after the first one finished
+    const logs = rec.hc.logs();
+    const order = files
+      .map((f) => ({ f, filled: logs.indexOf(`filled ${f.sha256}`), firstGet: logs.indexOf(`/cdn/lfs/${f.sha256}`) }))
+      .sort((a, b) => a.firstGet - b.firstGet);
+    assert.ok(order[0].firstGet >= 0 && order[1].firstGet >= 0, "both fills logged their CDN requests");
+    assert.ok(order[0].filled < order[1].firstGet, `the fills overlapped: ${JSON.stringify(order.map((o) => [o.f.path, o.firstGet, o.filled]))}`);
+  }, { args: ["--max-fills", "1"] }));
