@@ -347,8 +347,10 @@ class Service final : public HubService {
     // Promise 200/206 only once the fill has its space and upstream's bytes
     // are flowing, so a failure there is a clean 507/502, not a short body.
     // Bounded, so a slow upstream still gets headers to the client well within
-    // Python's 10 s read timeout.
-    auto started = co_await fill.wm.wait_beyond(0, k_head_wait, 1);
+    // Python's 10 s read timeout. A Range client waits for its own first byte
+    // (its chunk is fetched first).
+    const std::uint64_t first_byte = decision.outcome == core::RangeOutcome::partial ? decision.range.first : 0;
+    auto started = co_await fill.wm.wait_beyond(first_byte, k_head_wait, 1);
     if (!started && started.error() == make_error_code(errc::insufficient_storage) &&
         decision.outcome == core::RangeOutcome::full) {
       co_await pass_through(ex, route, meta, auth);
