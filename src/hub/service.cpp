@@ -371,6 +371,9 @@ class Service final : public HubService {
     const std::uint64_t end = span->last + 1;
     while (pos < end) {
       const auto worth_sending = std::min<std::uint64_t>(k_copy_buffer, end - pos);
+      // Nothing here yet: ask for this chunk next, so a client reading a
+      // range keeps its own bytes coming first.
+      if (fill.wm.state(pos).available == pos) fill.prefer(pos);
       auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout, worth_sending);
       if (!st || st->available <= pos) {
         // The fill failed: end the body short so the client sees an error.

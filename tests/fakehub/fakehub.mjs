@@ -55,6 +55,7 @@ function defaultScenario(opts) {
     cdnStallAfter: null, // {bytes, count} stop sending after `bytes` body bytes, keep the socket open
     cdnCorruptByte: null, // {offset, count} flip the byte at file offset `offset`
     cdnStatus: null, // {status, count, retryAfter} answer the next `count` CDN requests with `status`
+    cdnIgnoreRange: false, // true: the CDN answers every GET with 200 and the whole blob, as origins without range support do
     hubStatus: null, // {status, count, retryAfter, match, rateLimitOnly} same for Hub requests (match: substring of the path)
     privateRepos: null, // null or ["acme/tiny-dataset", ...]: these repos answer as private (simulates a visibility change)
   };
@@ -1012,7 +1013,7 @@ export async function startFakeHub(opts = {}) {
       "Last-Modified": "Thu, 15 Jan 2026 10:00:00 GMT",
       "Cache-Control": "public, max-age=604800, immutable, s-maxage=604800",
     };
-    const r = parseRange(req.headers.range, blob.size);
+    const r = sc.cdnIgnoreRange ? null : parseRange(req.headers.range, blob.size);
     if (r === "unsatisfiable") return send(ctx, 416, { ...h, "Content-Range": `bytes */${blob.size}` }, "");
     const start = r ? r.start : 0;
     const end = r ? r.end : blob.size - 1;

@@ -85,14 +85,15 @@ test("32 concurrent clients with mixed ranges on one cold blob get exactly their
   }));
 
 test("a Range request on a cold blob gets its own chunk fetched first", { skip, timeout: 40000 }, () =>
-  withFreshHc(async (url) => {
+  withFreshHc(async (url, rec) => {
     fake.reset();
     fake.scenario({ cdnRate: 4 * MiB });
     const offset = 20 * MiB + 5; // chunk 10 of 13
     const r = await http1(url, "GET", resolvePath("main", "big.bin"), { headers: { Range: `bytes=${offset}-${offset + 999}` }, timeoutMs: 30000 });
     assert.equal(r.status, 206, desc(r));
     assert.ok(r.body.equals(bigBytes.subarray(offset, offset + 1000)), "range bytes");
-    assert.ok(await fake.idle(30000), "the rest of the fill finishes");
+    assert.ok(await waitFor(() => filledLine(rec.hc, big.sha256), 30000), "the rest of the fill finishes");
+    assert.ok(await fake.idle(5000));
     const gets = cdnGets(fake.stats(), big.sha256);
     assert.equal(gets[0].headers.range, `bytes=${20 * MiB}-${22 * MiB - 1}`, `the first CDN request is the client's chunk: ${showCdn(fake.stats())}`);
     assertFetchedOnce(fake.stats().log, big.sha256, big.size, "whole blob still filled");
@@ -153,14 +154,30 @@ test("chaining: a hubcache whose upstream is another hubcache fills with ranged 
   }
 });
 
-test("--abandon-fill-above: a fill whose clients all left stops; the next request fills afresh", { skip, timeout: 60000 }, () =>
+test("an upstream that ignores Range: the fill reads its 200 as one stream", { skip, timeout: 40000 }, () =>
   withFreshHc(async (url) => {
+    fake.reset();
+    fake.scenario({ cdnIgnoreRange: true });
+    const r = await http1(url, "GET", resolvePath("main", "big.bin"), { keepBody: false, timeoutMs: 30000 });
+    assert.equal(r.status, 200, desc(r));
+    assert.equal(r.sha256, big.sha256);
+    assert.ok(await fake.idle(10000));
+    const gets = cdnGets(fake.stats(), big.sha256);
+    assert.equal(gets.length, 1, `one request, read whole: ${showCdn(fake.stats())}`);
+    assert.equal(gets[0].status, 200);
+    assert.equal(gets[0].bytes, big.size);
+  }));
+
+test("--abandon-fill-above: a fill whose clients all left stops; the next request fills afresh", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url, rec) => {
     fake.reset();
     fake.scenario({ cdnRate: 1 * MiB }); // ~6 s for the file with 4 connections
     const p = resolvePath("main", "big.bin");
     const a = await http1(url, "GET", p, { keepBody: false, abortAfterBytes: 256 * 1024, timeoutMs: 30000 });
     assert.ok(a.bytes < big.size, "the client left early");
-    assert.ok(await fake.idle(15000), "the fill stopped soon after its only client left");
+    assert.ok(await waitFor(() => rec.hc.logs().includes(`fill of ${big.sha256} stopped: no client is left`), 15000),
+      "the fill stopped after its only client left");
+    assert.ok(await fake.idle(10000), "its requests ended");
     const during = fake.stats();
     assert.ok(during.cdn.bodyBytes < big.size / 2, `the abandoned fill stopped early: ${during.cdn.bodyBytes} CDN bytes`);
 
