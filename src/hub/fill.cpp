@@ -243,7 +243,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       opened = {};  // the connection goes back to the pool, or is closed
       if (drained) break;
       if (c.pos > before) failures = 0;  // progress: a new run of attempts
-      if (!retryable(drained.error()) || stopped() || ++failures >= m_engine.m_options.chunk_attempts) {
+      if (m_error || !retryable(drained.error()) || stopped() || ++failures >= m_engine.m_options.chunk_attempts) {
         co_return drained.error();
       }
       ++m_retries;
@@ -274,6 +274,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         m_fill->m_received += *n;
         if (m_fill->m_stopped) co_return errc::cancelled;
       }
+      if (m_error) co_return m_error;  // another chunk failed the fill: stop downloading
     }
     // Read the end of the body so the connection can be reused.
     std::array<std::byte, 1> probe{};
@@ -289,6 +290,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     unsigned reresolves = 0;
     while (true) {
       if (stopped()) co_return errc::cancelled;
+      if (m_error) co_return m_error;
       const unsigned generation = m_url_generation;
       auto attempt = co_await open(c);
       if (attempt) co_return std::move(*attempt);
