@@ -17,8 +17,12 @@
 #include <boost/beast/http/write.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <mutex>
+#include <optional>
 #include <set>
+
+#include <unistd.h>
 
 #include <sys/sendfile.h>
 
@@ -34,13 +38,57 @@ std::error_code map_io_error(const boost::system::error_code& ec) {
   return ec;  // socket errors keep their own category
 }
 
+// A body up to this size goes out in the same write as its head (pread into
+// the head's buffer): for a small cached file, one syscall and one packet
+// instead of a header write plus a sendfile. Larger bodies use sendfile, where
+// avoiding the copy matters more than the extra write.
+constexpr std::uint64_t k_inline_file_body = 64 * 1024;
+
 // One accepted connection. Shared between the session coroutine and the
 // server's connection set, so shutdown can close it through its strand.
 struct Connection {
   explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
   beast::tcp_stream stream;  // only touched on its strand
   std::atomic<bool> busy{false};
+  // Owned by the session coroutine: response heads are serialized here, so
+  // the buffer's capacity is reused from one request to the next.
+  std::string out;
+  bool non_blocking = false;  // the socket was put in non-blocking mode for sendfile
 };
+
+// Appends the status line and the fields as HTTP/1.x text. Equivalent to
+// Beast's serializer for a header, but into one contiguous buffer that a
+// small body can join.
+void append_head(std::string& out, const HeadResponse& res) {
+  const unsigned version = res.version();
+  const unsigned status = res.result_int();
+  const char line[] = {'H', 'T', 'T', 'P', '/', static_cast<char>('0' + version / 10), '.',
+                       static_cast<char>('0' + version % 10), ' ', static_cast<char>('0' + status / 100 % 10),
+                       static_cast<char>('0' + status / 10 % 10), static_cast<char>('0' + status % 10), ' '};
+  out.append(line, sizeof line);
+  out += res.reason();
+  out += "\r\n";
+  for (const auto& field : res) {
+    out += field.name_string();
+    out += ": ";
+    out += field.value();
+    out += "\r\n";
+  }
+  out += "\r\n";
+}
+
+// Reads exactly out.size() - from bytes of `fd` at `offset` into out[from..].
+std::error_code pread_into(int fd, std::uint64_t offset, std::string& out, std::size_t from) {
+  while (from < out.size()) {
+    const ssize_t n = ::pread(fd, out.data() + from, out.size() - from, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::error_code(errno, std::system_category());
+    if (n == 0) return make_error_code(errc::storage_io);  // shorter than promised
+    from += static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return {};
+}
 
 class ExchangeImpl final : public Exchange {
  public:
@@ -57,25 +105,32 @@ class ExchangeImpl final : public Exchange {
   net::awaitable<result<void>> respond(StringResponse response) override {
     HeadResponse head{std::move(response.base())};
     head.content_length(response.body().size());
-    auto r = co_await write_head(head);
-    if (!r || m_req.method() == bhttp::verb::head || response.body().empty()) co_return r;
-    co_return co_await write_body(std::as_bytes(std::span(response.body().data(), response.body().size())));
+    // Head and body in one gather write.
+    const auto body = m_req.method() == bhttp::verb::head ? net::const_buffer() : net::buffer(response.body());
+    co_return co_await send_head_and(head, body);
   }
 
   net::awaitable<result<void>> write_head(HeadResponse& response) override {
-    m_status = response.result_int();
-    // A stopping server tells the client so instead of dropping it later.
-    response.keep_alive(m_req.keep_alive() && !m_close && !m_stopping);
-    m_keep_alive = response.keep_alive();
-    m_conn.stream.expires_after(m_timeout);
-    bhttp::response_serializer<bhttp::empty_body> sr{response};
-    auto [ec, n] = co_await bhttp::async_write_header(m_conn.stream, sr, k_tuple);
-    m_head_sent = true;
-    if (ec) {
-      m_close = true;
-      co_return map_io_error(ec);
+    co_return co_await send_head_and(response, net::const_buffer());
+  }
+
+  net::awaitable<result<void>> write_head_and_file(HeadResponse& response, int fd, std::uint64_t offset,
+                                                   std::uint64_t length) override {
+    if (length > k_inline_file_body) {
+      auto head = co_await send_head_and(response, net::const_buffer());
+      if (!head) co_return head;
+      co_return co_await write_file(fd, offset, length);
     }
-    co_return result<void>{};
+    std::string& out = m_conn.out;
+    out.clear();
+    prepare_head(response, out);
+    const std::size_t head_size = out.size();
+    out.resize(head_size + static_cast<std::size_t>(length));
+    if (auto ec = pread_into(fd, offset, out, head_size)) {
+      m_status = 0;  // nothing was sent: the handler may still answer
+      co_return ec;
+    }
+    co_return co_await send_out(length);
   }
 
   net::awaitable<result<void>> write_body(std::span<const std::byte> data) override {
@@ -92,11 +147,16 @@ class ExchangeImpl final : public Exchange {
   net::awaitable<result<void>> write_file(int fd, std::uint64_t offset, std::uint64_t length) override {
     using namespace net::experimental::awaitable_operators;
     auto& socket = m_conn.stream.socket();
-    boost::system::error_code ec;
-    socket.non_blocking(true, ec);
-    if (ec) co_return map_io_error(ec);
+    if (!m_conn.non_blocking) {
+      // Once per connection: Asio's own async operations work the same in
+      // this mode, and the ioctl is not free.
+      boost::system::error_code ec;
+      socket.non_blocking(true, ec);
+      if (ec) co_return map_io_error(ec);
+      m_conn.non_blocking = true;
+    }
     auto off = static_cast<off_t>(offset);
-    net::steady_timer deadline(socket.get_executor());
+    std::optional<net::steady_timer> deadline;
     while (length > 0) {
       // 4 MiB per call keeps one connection from hogging its I/O thread.
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(length, 4u << 20));
@@ -118,9 +178,10 @@ class ExchangeImpl final : public Exchange {
         co_return std::error_code(errno, std::system_category());
       }
       // The socket buffer is full: wait until writable, within the deadline.
-      deadline.expires_after(m_timeout);
+      if (!deadline) deadline.emplace(socket.get_executor());
+      deadline->expires_after(m_timeout);
       auto outcome = co_await (socket.async_wait(tcp::socket::wait_write, net::as_tuple(net::use_awaitable)) ||
-                               deadline.async_wait(net::as_tuple(net::use_awaitable)));
+                               deadline->async_wait(net::as_tuple(net::use_awaitable)));
       if (outcome.index() == 1) {
         m_close = true;
         co_return make_error_code(errc::timeout);
@@ -163,6 +224,8 @@ class ExchangeImpl final : public Exchange {
   bool keep_alive() const noexcept { return m_head_sent && m_keep_alive && !m_close; }
 
   void log_access() const {
+    // At warn and above this runs for every request: skip the formatting.
+    if (!spdlog::should_log(spdlog::level::info)) return;
     const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - m_started)
                         .count() / 1000.0;
     // The target is logged without its query string: hubcache URLs carry no
@@ -173,6 +236,45 @@ class ExchangeImpl final : public Exchange {
   }
 
  private:
+  // Sets the status and keep-alive decision and appends the head to `out`.
+  void prepare_head(HeadResponse& response, std::string& out) {
+    m_status = response.result_int();
+    // A stopping server tells the client so instead of dropping it later.
+    response.keep_alive(m_req.keep_alive() && !m_close && !m_stopping);
+    m_keep_alive = response.keep_alive();
+    append_head(out, response);
+  }
+
+  // Sends the head followed by `body` (may be empty) in one write.
+  net::awaitable<result<void>> send_head_and(HeadResponse& response, net::const_buffer body) {
+    std::string& out = m_conn.out;
+    out.clear();
+    prepare_head(response, out);
+    if (body.size() == 0) co_return co_await send_out(0);
+    m_head_sent = true;
+    m_conn.stream.expires_after(m_timeout);
+    const std::array<net::const_buffer, 2> buffers{net::buffer(out), body};
+    auto [ec, n] = co_await net::async_write(m_conn.stream, buffers, k_tuple);
+    co_return finish_send(ec, n, out.size());
+  }
+
+  // Sends m_conn.out: a head plus `body_bytes` of body.
+  net::awaitable<result<void>> send_out(std::uint64_t body_bytes) {
+    m_head_sent = true;
+    m_conn.stream.expires_after(m_timeout);
+    auto [ec, n] = co_await net::async_write(m_conn.stream, net::buffer(m_conn.out), k_tuple);
+    co_return finish_send(ec, n, m_conn.out.size() - body_bytes);
+  }
+
+  result<void> finish_send(const boost::system::error_code& ec, std::size_t sent, std::size_t head_bytes) {
+    if (sent > head_bytes) m_bytes += sent - head_bytes;
+    if (ec) {
+      m_close = true;
+      return map_io_error(ec);
+    }
+    return {};
+  }
+
   Connection& m_conn;
   Request& m_req;
   std::chrono::milliseconds m_timeout;

@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <limits>
 #include <list>
@@ -158,9 +159,14 @@ class StoreState {
   std::error_code reserve(std::uint64_t bytes);
   void release(std::uint64_t bytes);
 
-  // Pins the blob against eviction and marks it recently used; false when
-  // the blob is not stored.
-  bool pin(const std::string& hex);
+  // Pins the blob against eviction and marks it recently used; `pinned` is
+  // false when the blob is not stored. `persist_touches`: the caller should
+  // run persist_touches() on the pool (see there).
+  struct Pin {
+    bool pinned = false;
+    bool persist_touches = false;
+  };
+  Pin pin(const std::string& hex);
   void unpin(const std::string& hex);
   // Drops an entry whose file has vanished from under us, unless pinned.
   void forget_if_unpinned(const std::string& hex);
@@ -174,11 +180,24 @@ class StoreState {
 
   StoreUsage usage() const;
 
+  // Records "recently used" on disk (the atime that load_blobs() orders the
+  // LRU by at the next start) for the blobs pin() touched since the last
+  // call. Explicit, because relatime/noatime mounts would not record it.
+  // Batched, at most once per k_touch_interval: one utimensat and one
+  // hand-off to the pool per hit cost more than the rest of a small hit, and
+  // a crash only loses the order of the last second's hits. Blocks: call on
+  // the pool.
+  void persist_touches();
+  ~StoreState();
+
  private:
+  static constexpr auto k_touch_interval = std::chrono::seconds(1);
+
   struct Entry {
     std::uint64_t bytes = 0;                   // rounded to blocks
     unsigned pins = 0;                         // open readers from open()
     std::list<std::string>::iterator lru_pos;  // position in m_lru
+    bool touched = false;                      // in m_touched
   };
 
   void init_layout();
@@ -204,6 +223,11 @@ class StoreState {
   std::unordered_map<std::string, Entry> m_entries;
   std::uint64_t m_committed = 0;
   std::uint64_t m_reserved = 0;
+  // Guarded by m_mutex: blobs used since the last persist_touches(), and
+  // whether one is queued on the pool.
+  std::vector<std::string> m_touched;
+  std::chrono::steady_clock::time_point m_last_persist{};
+  bool m_persist_queued = false;
 };
 
 StoreState::StoreState(const DiskStoreOptions& options, net::thread_pool& blocking)
@@ -331,14 +355,41 @@ void StoreState::release(std::uint64_t bytes) {
   m_reserved -= bytes;
 }
 
-bool StoreState::pin(const std::string& hex) {
+StoreState::Pin StoreState::pin(const std::string& hex) {
   std::lock_guard lock(m_mutex);
   const auto it = m_entries.find(hex);
-  if (it == m_entries.end()) return false;
+  if (it == m_entries.end()) return {};
   ++it->second.pins;
   m_lru.splice(m_lru.begin(), m_lru, it->second.lru_pos);
-  return true;
+  if (!it->second.touched) {
+    it->second.touched = true;
+    m_touched.push_back(hex);
+  }
+  Pin out{true, false};
+  if (!m_persist_queued && std::chrono::steady_clock::now() - m_last_persist >= k_touch_interval) {
+    m_persist_queued = true;
+    out.persist_touches = true;
+  }
+  return out;
 }
+
+void StoreState::persist_touches() {
+  std::vector<std::string> touched;
+  {
+    std::lock_guard lock(m_mutex);
+    touched.swap(m_touched);
+    for (const auto& hex : touched) {
+      if (const auto it = m_entries.find(hex); it != m_entries.end()) it->second.touched = false;
+    }
+    m_last_persist = std::chrono::steady_clock::now();
+    m_persist_queued = false;
+  }
+  // Best effort: a blob evicted meanwhile is simply not there any more.
+  const struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+  for (const auto& hex : touched) ::utimensat(AT_FDCWD, blob_path(hex).c_str(), times, 0);
+}
+
+StoreState::~StoreState() { persist_touches(); }
 
 void StoreState::unpin(const std::string& hex) {
   std::lock_guard lock(m_mutex);
@@ -564,7 +615,8 @@ class DiskBlobStore final : public BlobStore {
   net::awaitable<result<std::optional<BlobReaderPtr>>> open(const core::Sha256& key) override {
     const std::string hex = key.hex();
     // Pin first: from here on eviction leaves the file alone.
-    if (!m_state->pin(hex)) co_return std::optional<BlobReaderPtr>();
+    const auto pin = m_state->pin(hex);
+    if (!pin.pinned) co_return std::optional<BlobReaderPtr>();
     const fs::path path = m_state->blob_path(hex);
     auto fd = detail::open_file(path, O_RDONLY);
     struct stat st {};
@@ -578,13 +630,7 @@ class DiskBlobStore final : public BlobStore {
       }
       co_return detail::io_error("open", path, fd.error());
     }
-    // Persist "recently used" for the LRU rebuild at the next start. Explicit,
-    // because relatime/noatime mounts would not record it; best effort, off
-    // the I/O thread.
-    net::post(m_state->pool(), [path] {
-      const struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-      ::utimensat(AT_FDCWD, path.c_str(), times, 0);
-    });
+    if (pin.persist_touches) net::post(m_state->pool(), [state = m_state] { state->persist_touches(); });
     BlobReaderPtr reader = std::make_unique<DiskBlobReader>(std::move(*fd), static_cast<std::uint64_t>(st.st_size),
                                                             path, m_state, hex);
     co_return std::optional<BlobReaderPtr>(std::move(reader));

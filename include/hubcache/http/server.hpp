@@ -79,6 +79,13 @@ class Exchange {
   // sendfile(2): the bytes go from the page cache to the socket without a
   // copy through user space. REQUIRES: `fd` stays open until this completes.
   virtual net::awaitable<result<void>> write_file(int fd, std::uint64_t offset, std::uint64_t length) = 0;
+  // write_head() then write_file(), except that a small body is read into the
+  // head's buffer and both go out in one write (a small cached file costs one
+  // syscall and one packet). REQUIRES: Content-Length set to `length`; not
+  // for HEAD requests. A read error before anything was sent is returned with
+  // head_sent() still false, so the handler can answer with an error.
+  virtual net::awaitable<result<void>> write_head_and_file(HeadResponse& response, int fd, std::uint64_t offset,
+                                                           std::uint64_t length) = 0;
   virtual net::awaitable<result<void>> write_chunk(std::span<const std::byte> data) = 0;
   virtual net::awaitable<result<void>> finish_chunks() = 0;
 

@@ -74,6 +74,15 @@ class ServerTest : public ::testing::Test {
       co_await ex.write_file(m_file_fd, 7, m_file_length);
       co_return;
     }
+    if (target == "/file-with-head" || target == "/small-file-with-head") {
+      // The same through write_head_and_file: the small span goes out with
+      // the head in one write, the large one with sendfile.
+      const std::uint64_t length = target == "/file-with-head" ? m_file_length : 100;
+      HeadResponse res{bhttp::status::ok, 11};
+      res.content_length(length);
+      co_await ex.write_head_and_file(res, m_file_fd, 7, length);
+      co_return;
+    }
     if (target == "/slow") {
       ++m_slow_started;
       net::steady_timer t(co_await net::this_coro::executor, 300ms);
@@ -131,6 +140,13 @@ TEST_F(ServerTest, WriteFileSendsTheRequestedSpan) {
   EXPECT_EQ(res.result_int(), 200u);
   EXPECT_EQ(res.body(), content.substr(7, m_file_length));
   // The connection stays usable after sendfile.
+  EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/x", buf).body(), "you asked for /x");
+  res = roundtrip(s, bhttp::verb::get, "/file-with-head", buf);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), content.substr(7, m_file_length));
+  res = roundtrip(s, bhttp::verb::get, "/small-file-with-head", buf);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), content.substr(7, 100));
   EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/x", buf).body(), "you asked for /x");
   ::close(m_file_fd);
 }

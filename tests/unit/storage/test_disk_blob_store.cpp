@@ -281,6 +281,22 @@ TEST_F(DiskBlobStoreTest, OpenIsRememberedAcrossRestart) {
   EXPECT_FALSE(fs::exists(blob_file(b)));
 }
 
+TEST_F(DiskBlobStoreTest, BatchedOpensAreRememberedAcrossRestart) {
+  const auto a = put(filler(4000, 'a'));
+  const auto b = put(filler(4000, 'b'));
+  open_blob(b).reset();
+  drain_pool();
+  set_atime(blob_file(a), 1000);
+  set_atime(blob_file(b), 2000);
+  // Within a second of the last one, this open's access time may only be
+  // queued; closing the store persists what is queued.
+  open_blob(a).reset();
+
+  open_store(k_block);
+  EXPECT_TRUE(fs::exists(blob_file(a)));
+  EXPECT_FALSE(fs::exists(blob_file(b)));
+}
+
 TEST_F(DiskBlobStoreTest, UnknownFormatVersionRefusesToStart) {
   const fs::path other = m_dir.path() / "v2";
   fs::create_directories(other);
