@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
@@ -90,16 +91,74 @@ std::error_code pread_into(int fd, std::uint64_t offset, std::string& out, std::
   return {};
 }
 
+// Parses a request body the handler reads piece by piece (read_body_some).
+using BodyParser = bhttp::request_parser<bhttp::buffer_body>;
+
 class ExchangeImpl final : public Exchange {
  public:
-  ExchangeImpl(Connection& conn, Request& req, std::chrono::milliseconds timeout, const std::atomic<bool>& stopping)
+  ExchangeImpl(Connection& conn, Request& req, const ServerOptions& options, const std::atomic<bool>& stopping,
+               BodyParser* body, beast::flat_buffer& buffer)
       : m_conn(conn),
         m_req(req),
-        m_timeout(timeout),
+        m_timeout(options.io_timeout),
+        m_body_limit(options.body_limit),
         m_stopping(stopping),
-        m_started(std::chrono::steady_clock::now()) {}
+        m_started(std::chrono::steady_clock::now()),
+        m_body(body),
+        m_buffer(buffer),
+        m_continue(body != nullptr && req[bhttp::field::expect] == "100-continue") {}
 
   const Request& request() const noexcept override { return m_req; }
+
+  net::awaitable<result<std::size_t>> read_body_some(std::span<std::byte> buf) override {
+    if (m_body == nullptr || m_body->is_done()) co_return 0;
+    if (buf.empty()) co_return make_error_code(errc::bad_request);  // 0 means "end of body"
+    if (m_continue) {
+      // The client waits for this before sending the body; a handler that
+      // answers without reading the body never sends it.
+      m_continue = false;
+      bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+      m_conn.stream.expires_after(m_timeout);
+      auto [ec, n] = co_await bhttp::async_write(m_conn.stream, cont, k_tuple);
+      if (ec) {
+        m_close = true;
+        co_return map_io_error(ec);
+      }
+    }
+    for (;;) {
+      auto& window = m_body->get().body();
+      window.data = buf.data();
+      window.size = buf.size();
+      m_conn.stream.expires_after(m_timeout);
+      auto [ec, n] = co_await bhttp::async_read_some(m_conn.stream, m_buffer, *m_body, k_tuple);
+      const std::size_t got = buf.size() - window.size;
+      window.data = nullptr;  // the caller's buffer is only lent for this call
+      if (ec == bhttp::error::need_buffer) ec = {};  // the window is full
+      if (ec) {
+        m_close = true;
+        if (ec == beast::error::timeout || ec == net::error::operation_aborted) co_return map_io_error(ec);
+        co_return make_error_code(errc::bad_request);  // malformed or cut short by the client
+      }
+      // A read may consume only framing (a chunk header): go on until body
+      // bytes arrive or the body ends.
+      if (got > 0 || m_body->is_done()) co_return got;
+    }
+  }
+
+  net::awaitable<result<void>> read_body() override {
+    std::string& out = m_req.body();
+    std::array<std::byte, 16 * 1024> chunk;
+    for (;;) {
+      auto n = co_await read_body_some(chunk);
+      if (!n) co_return n.error();
+      if (*n == 0) co_return result<void>{};
+      if (out.size() + *n > m_body_limit) {
+        m_close = true;  // the rest of the body is never read
+        co_return std::make_error_code(std::errc::message_size);
+      }
+      out.append(reinterpret_cast<const char*>(chunk.data()), *n);
+    }
+  }
   net::any_io_executor executor() const override { return m_conn.stream.get_executor(); }
 
   net::awaitable<result<void>> respond(StringResponse response) override {
@@ -239,7 +298,9 @@ class ExchangeImpl final : public Exchange {
   // Sets the status and keep-alive decision and appends the head to `out`.
   void prepare_head(HeadResponse& response, std::string& out) {
     m_status = response.result_int();
-    // A stopping server tells the client so instead of dropping it later.
+    // A stopping server tells the client so instead of dropping it later. A
+    // request body not read to its end leaves the connection unusable.
+    if (m_body != nullptr && !m_body->is_done()) m_close = true;
     response.keep_alive(m_req.keep_alive() && !m_close && !m_stopping);
     m_keep_alive = response.keep_alive();
     append_head(out, response);
@@ -278,8 +339,12 @@ class ExchangeImpl final : public Exchange {
   Connection& m_conn;
   Request& m_req;
   std::chrono::milliseconds m_timeout;
+  std::size_t m_body_limit;
   const std::atomic<bool>& m_stopping;
   std::chrono::steady_clock::time_point m_started;
+  BodyParser* m_body;  // a POST/PUT/PATCH body still to read, else null
+  beast::flat_buffer& m_buffer;
+  bool m_continue;  // "100 Continue" owed before the first body read
   unsigned m_status = 0;
   std::uint64_t m_bytes = 0;
   bool m_head_sent = false;
@@ -365,7 +430,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     while (!stopping) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
-      parser.body_limit(options.body_limit);
+      // Checked against Content-Length when the header ends: set per method below.
+      parser.body_limit(boost::none);
       conn->stream.expires_after(options.io_timeout);
       auto [ec, n] = co_await bhttp::async_read_header(conn->stream, buffer, parser, k_tuple);
       if (ec) {
@@ -374,18 +440,23 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
       }
       conn->busy = true;
       if (stopping) break;  // shutdown began while this request arrived: close without serving
-      {
-        const auto m = parser.get().method();
-        const bool has_body = m == bhttp::verb::post || m == bhttp::verb::put || m == bhttp::verb::patch;
-        parser.body_limit(has_body ? options.body_limit : options.small_body_limit);
-      }
-      if (parser.get()[bhttp::field::expect] == "100-continue") {
-        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
-        conn->stream.expires_after(options.io_timeout);
-        auto [ec2, n2] = co_await bhttp::async_write(conn->stream, cont, k_tuple);
-        if (ec2) break;
-      }
-      if (!parser.is_done()) {
+      const auto m = parser.get().method();
+      // POST/PUT/PATCH bodies (uploads, commits, paths-info) are left for the
+      // handler to read: relayed as a stream, or read whole and bounded
+      // (read_body) where hubcache parses them. Other methods' bodies are
+      // small and read here, so idle reads cannot pin memory.
+      std::optional<BodyParser> body;
+      if ((m == bhttp::verb::post || m == bhttp::verb::put || m == bhttp::verb::patch) && !parser.is_done()) {
+        body.emplace(std::move(parser));
+        body->body_limit(boost::none);
+      } else if (!parser.is_done()) {
+        parser.body_limit(options.small_body_limit);
+        if (parser.get()[bhttp::field::expect] == "100-continue") {
+          bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+          conn->stream.expires_after(options.io_timeout);
+          auto [ec2, n2] = co_await bhttp::async_write(conn->stream, cont, k_tuple);
+          if (ec2) break;
+        }
         conn->stream.expires_after(options.io_timeout);
         auto [ec3, n3] = co_await bhttp::async_read(conn->stream, buffer, parser, k_tuple);
         if (ec3) {
@@ -393,8 +464,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
           break;
         }
       }
-      Request req = parser.release();
-      ExchangeImpl exchange(*conn, req, options.io_timeout, stopping);
+      Request req = body ? Request(body->get().base()) : parser.release();
+      ExchangeImpl exchange(*conn, req, options, stopping, body ? &*body : nullptr, buffer);
       co_await handler(exchange);
       if (!exchange.head_sent()) {
         // A handler that returns without answering is a bug; never leave the client hanging.

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <charconv>
 #include <vector>
 
 namespace hubcache::hub {
@@ -33,6 +34,15 @@ constexpr std::string_view k_warning_stale = "110 - \"Response is Stale\"";
 // itself; the leader's own fetch is bounded by the upstream timeouts.
 constexpr auto k_shared_fetch_wait = std::chrono::seconds(120);
 constexpr std::string_view k_warning_revalidation_failed = "111 - \"Revalidation Failed\"";
+
+// The request's Content-Length, when it has a valid one.
+std::optional<std::uint64_t> content_length(const http::Request& req) {
+  const auto text = std::string_view(req[bhttp::field::content_length]);
+  std::uint64_t value = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 bool is_entry_not_found(unsigned status, const bhttp::fields& h) {
   return status == 404 && h["X-Error-Code"] == "EntryNotFound";
@@ -440,7 +450,17 @@ net::awaitable<void> ApiHandler::relay(http::Exchange& ex) {
     }
     up.headers.insert(f.name_string(), f.value());
   }
-  up.body = req.body();
+  const bool may_have_body = method == bhttp::verb::post || method == bhttp::verb::put || method == bhttp::verb::patch;
+  const auto declared = content_length(req);
+  if (may_have_body && req.body().empty() && (!declared || *declared > 0) &&
+      (declared || req.find(bhttp::field::transfer_encoding) != req.end())) {
+    // Uploads and commits: streamed to upstream as they arrive, through one
+    // bounded buffer, whatever their size (upstream enforces its limits).
+    up.body_source = [&ex](std::span<std::byte> buf) { return ex.read_body_some(buf); };
+    up.body_length = declared;
+  } else {
+    up.body = req.body();
+  }
   auto sent = co_await m_hub.http().send(std::move(up));
   if (!sent) {
     co_await ex.respond(error_response(sent.error(), req.version()));

@@ -95,6 +95,16 @@ class Service final : public HubService {
       co_await handle_file(ex, **route);
       co_return;
     }
+    if (req.method() == bhttp::verb::post && target.substr(0, target.find('?')).find("/paths-info/") != target.npos) {
+      // A paths-info body selects the answer (and the cache key): read it
+      // whole, bounded. Other request bodies stream through relay().
+      if (auto read = co_await ex.read_body(); !read) {
+        const bool too_large = read.error() == std::errc::message_size;
+        co_await ex.respond(too_large ? error_response(413, "Request body too large", req.version())
+                                      : error_response(read.error(), req.version()));
+        co_return;
+      }
+    }
     auto api = parse_api_route(std::string_view(req.method_string()), target, req[bhttp::field::content_type],
                                req.body());
     if (!api) {

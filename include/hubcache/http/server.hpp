@@ -51,9 +51,12 @@ struct ServerOptions {
   // Request line plus headers. 16 KiB fits any Hub URL we accept (8 KiB max)
   // plus a bearer token, and keeps a slow-loris client cheap.
   std::size_t header_limit = 16 * 1024;
-  // Request bodies: only methods that carry one (POST/PUT/PATCH: paths-info,
-  // commit payloads) may send up to body_limit; GET/HEAD/OPTIONS/DELETE get
-  // small_body_limit, so idle reads cannot pin memory.
+  // Request bodies. POST/PUT/PATCH bodies are not read before the handler
+  // runs; they are unbounded when streamed (Exchange::read_body_some: relayed
+  // uploads, upstream enforces its own limits) and bounded by body_limit
+  // when read whole (Exchange::read_body: bodies hubcache parses, such as
+  // paths-info). GET/HEAD/OPTIONS/DELETE bodies are read before the handler
+  // runs, up to small_body_limit, so idle reads cannot pin memory.
   std::size_t body_limit = 64ull * 1024 * 1024;
   std::size_t small_body_limit = 64 * 1024;
   // Connections beyond this wait in the kernel's accept queue: it bounds
@@ -64,7 +67,20 @@ struct ServerOptions {
 class Exchange {
  public:
   virtual ~Exchange() = default;
+  // The request head; its body() holds the body of methods other than
+  // POST/PUT/PATCH, and of those once read_body() completed.
   virtual const Request& request() const noexcept = 0;
+  // Reads the next piece of a POST/PUT/PATCH body (Content-Length or chunked)
+  // into `buf`; returns 0 at its end (at once for other methods and for an
+  // empty body). Sends "100 Continue" first when the client expects it.
+  // Errors: errc::bad_request (malformed or cut short), errc::timeout; the
+  // connection then closes. A body not read to its end also closes the
+  // connection after this exchange. REQUIRES: !buf.empty().
+  virtual net::awaitable<result<std::size_t>> read_body_some(std::span<std::byte> buf) = 0;
+  // Reads the rest of such a body into request().body(): for bodies
+  // hubcache parses itself. std::errc::message_size when it exceeds
+  // ServerOptions::body_limit, other errors as read_body_some().
+  virtual net::awaitable<result<void>> read_body() = 0;
   // The connection's strand; coroutines started for this exchange run here.
   virtual net::any_io_executor executor() const = 0;
 
