@@ -110,8 +110,8 @@ struct Request {
   // request always opens a new connection, because a pooled one that turns
   // out closed could not be retried with a body already consumed. An error
   // from the source ends the request with that error.
-  BodySource body_source;
-  std::optional<std::uint64_t> body_length;
+  BodySource body_source{};
+  std::optional<std::uint64_t> body_length{};
 };
 
 // The head of an upstream response, with the body still on the connection.
