@@ -470,22 +470,11 @@ StoreUsage StoreState::usage() const {
   return {m_committed, m_reserved, m_max_bytes, m_entries.size()};
 }
 
+// A reader over a staging file (BlobWriter::open_reader); it pins nothing.
+// Readers from open() are CommittedBlobReaders.
 class DiskBlobReader final : public detail::FileReader {
  public:
-  // `store` and `pinned` are set for readers from open(): the destructor
-  // unpins. Readers over staging files pin nothing.
-  DiskBlobReader(UniqueFd fd, std::uint64_t size, fs::path path, std::shared_ptr<StoreState> store = nullptr,
-                 std::string pinned = {})
-      : FileReader(std::move(fd), size, std::move(path)), m_store(std::move(store)), m_pinned(std::move(pinned)) {}
-  ~DiskBlobReader() override {
-    if (m_store) m_store->unpin(m_pinned);
-  }
-  DiskBlobReader(const DiskBlobReader&) = delete;
-  DiskBlobReader& operator=(const DiskBlobReader&) = delete;
-
- private:
-  std::shared_ptr<StoreState> m_store;
-  std::string m_pinned;
+  DiskBlobReader(UniqueFd fd, std::uint64_t size, fs::path path) : FileReader(std::move(fd), size, std::move(path)) {}
 };
 
 // A reader from open(): shares the blob's descriptor and unpins it when
