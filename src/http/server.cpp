@@ -12,13 +12,18 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <mutex>
+#include <optional>
 #include <set>
+
+#include <unistd.h>
 
 #include <sys/sendfile.h>
 
@@ -34,48 +39,157 @@ std::error_code map_io_error(const boost::system::error_code& ec) {
   return ec;  // socket errors keep their own category
 }
 
+// A body up to this size goes out in the same write as its head (pread into
+// the head's buffer): for a small cached file, one syscall and one packet
+// instead of a header write plus a sendfile. Larger bodies use sendfile, where
+// avoiding the copy matters more than the extra write.
+constexpr std::uint64_t k_inline_file_body = 64 * 1024;
+
 // One accepted connection. Shared between the session coroutine and the
 // server's connection set, so shutdown can close it through its strand.
 struct Connection {
   explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
   beast::tcp_stream stream;  // only touched on its strand
   std::atomic<bool> busy{false};
+  // Owned by the session coroutine: response heads are serialized here, so
+  // the buffer's capacity is reused from one request to the next.
+  std::string out;
+  bool non_blocking = false;  // the socket was put in non-blocking mode for sendfile
 };
+
+// Appends the status line and the fields as HTTP/1.x text. Equivalent to
+// Beast's serializer for a header, but into one contiguous buffer that a
+// small body can join.
+void append_head(std::string& out, const HeadResponse& res) {
+  const unsigned version = res.version();
+  const unsigned status = res.result_int();
+  const char line[] = {'H', 'T', 'T', 'P', '/', static_cast<char>('0' + version / 10), '.',
+                       static_cast<char>('0' + version % 10), ' ', static_cast<char>('0' + status / 100 % 10),
+                       static_cast<char>('0' + status / 10 % 10), static_cast<char>('0' + status % 10), ' '};
+  out.append(line, sizeof line);
+  out += res.reason();
+  out += "\r\n";
+  for (const auto& field : res) {
+    out += field.name_string();
+    out += ": ";
+    out += field.value();
+    out += "\r\n";
+  }
+  out += "\r\n";
+}
+
+// Reads exactly out.size() - from bytes of `fd` at `offset` into out[from..].
+std::error_code pread_into(int fd, std::uint64_t offset, std::string& out, std::size_t from) {
+  while (from < out.size()) {
+    const ssize_t n = ::pread(fd, out.data() + from, out.size() - from, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::error_code(errno, std::system_category());
+    if (n == 0) return make_error_code(errc::storage_io);  // shorter than promised
+    from += static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return {};
+}
+
+// Parses a request body the handler reads piece by piece (read_body_some).
+using BodyParser = bhttp::request_parser<bhttp::buffer_body>;
 
 class ExchangeImpl final : public Exchange {
  public:
-  ExchangeImpl(Connection& conn, Request& req, std::chrono::milliseconds timeout, const std::atomic<bool>& stopping)
+  ExchangeImpl(Connection& conn, Request& req, const ServerOptions& options, const std::atomic<bool>& stopping,
+               BodyParser* body, beast::flat_buffer& buffer)
       : m_conn(conn),
         m_req(req),
-        m_timeout(timeout),
+        m_timeout(options.io_timeout),
+        m_body_limit(options.body_limit),
         m_stopping(stopping),
-        m_started(std::chrono::steady_clock::now()) {}
+        m_started(std::chrono::steady_clock::now()),
+        m_body(body),
+        m_buffer(buffer),
+        m_continue(body != nullptr && req[bhttp::field::expect] == "100-continue") {}
 
   const Request& request() const noexcept override { return m_req; }
+
+  net::awaitable<result<std::size_t>> read_body_some(std::span<std::byte> buf) override {
+    if (m_body == nullptr || m_body->is_done()) co_return 0;
+    if (buf.empty()) co_return make_error_code(errc::bad_request);  // 0 means "end of body"
+    if (m_continue) {
+      // The client waits for this before sending the body; a handler that
+      // answers without reading the body never sends it.
+      m_continue = false;
+      bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+      m_conn.stream.expires_after(m_timeout);
+      auto [ec, n] = co_await bhttp::async_write(m_conn.stream, cont, k_tuple);
+      if (ec) {
+        m_close = true;
+        co_return map_io_error(ec);
+      }
+    }
+    for (;;) {
+      auto& window = m_body->get().body();
+      window.data = buf.data();
+      window.size = buf.size();
+      m_conn.stream.expires_after(m_timeout);
+      auto [ec, n] = co_await bhttp::async_read_some(m_conn.stream, m_buffer, *m_body, k_tuple);
+      const std::size_t got = buf.size() - window.size;
+      window.data = nullptr;  // the caller's buffer is only lent for this call
+      if (ec == bhttp::error::need_buffer) ec = {};  // the window is full
+      if (ec) {
+        m_close = true;
+        if (ec == beast::error::timeout || ec == net::error::operation_aborted) co_return map_io_error(ec);
+        co_return make_error_code(errc::bad_request);  // malformed or cut short by the client
+      }
+      // A read may consume only framing (a chunk header): go on until body
+      // bytes arrive or the body ends.
+      if (got > 0 || m_body->is_done()) co_return got;
+    }
+  }
+
+  net::awaitable<result<void>> read_body() override {
+    std::string& out = m_req.body();
+    std::array<std::byte, 16 * 1024> chunk;
+    for (;;) {
+      auto n = co_await read_body_some(chunk);
+      if (!n) co_return n.error();
+      if (*n == 0) co_return result<void>{};
+      if (out.size() + *n > m_body_limit) {
+        m_close = true;  // the rest of the body is never read
+        co_return std::make_error_code(std::errc::message_size);
+      }
+      out.append(reinterpret_cast<const char*>(chunk.data()), *n);
+    }
+  }
   net::any_io_executor executor() const override { return m_conn.stream.get_executor(); }
 
   net::awaitable<result<void>> respond(StringResponse response) override {
     HeadResponse head{std::move(response.base())};
     head.content_length(response.body().size());
-    auto r = co_await write_head(head);
-    if (!r || m_req.method() == bhttp::verb::head || response.body().empty()) co_return r;
-    co_return co_await write_body(std::as_bytes(std::span(response.body().data(), response.body().size())));
+    // Head and body in one gather write.
+    const auto body = m_req.method() == bhttp::verb::head ? net::const_buffer() : net::buffer(response.body());
+    co_return co_await send_head_and(head, body);
   }
 
   net::awaitable<result<void>> write_head(HeadResponse& response) override {
-    m_status = response.result_int();
-    // A stopping server tells the client so instead of dropping it later.
-    response.keep_alive(m_req.keep_alive() && !m_close && !m_stopping);
-    m_keep_alive = response.keep_alive();
-    m_conn.stream.expires_after(m_timeout);
-    bhttp::response_serializer<bhttp::empty_body> sr{response};
-    auto [ec, n] = co_await bhttp::async_write_header(m_conn.stream, sr, k_tuple);
-    m_head_sent = true;
-    if (ec) {
-      m_close = true;
-      co_return map_io_error(ec);
+    co_return co_await send_head_and(response, net::const_buffer());
+  }
+
+  net::awaitable<result<void>> write_head_and_file(HeadResponse& response, int fd, std::uint64_t offset,
+                                                   std::uint64_t length) override {
+    if (length > k_inline_file_body) {
+      auto head = co_await send_head_and(response, net::const_buffer());
+      if (!head) co_return head;
+      co_return co_await write_file(fd, offset, length);
     }
-    co_return result<void>{};
+    std::string& out = m_conn.out;
+    out.clear();
+    prepare_head(response, out);
+    const std::size_t head_size = out.size();
+    out.resize(head_size + static_cast<std::size_t>(length));
+    if (auto ec = pread_into(fd, offset, out, head_size)) {
+      m_status = 0;  // nothing was sent: the handler may still answer
+      co_return ec;
+    }
+    co_return co_await send_out(length);
   }
 
   net::awaitable<result<void>> write_body(std::span<const std::byte> data) override {
@@ -92,11 +206,16 @@ class ExchangeImpl final : public Exchange {
   net::awaitable<result<void>> write_file(int fd, std::uint64_t offset, std::uint64_t length) override {
     using namespace net::experimental::awaitable_operators;
     auto& socket = m_conn.stream.socket();
-    boost::system::error_code ec;
-    socket.non_blocking(true, ec);
-    if (ec) co_return map_io_error(ec);
+    if (!m_conn.non_blocking) {
+      // Once per connection: Asio's own async operations work the same in
+      // this mode, and the ioctl is not free.
+      boost::system::error_code ec;
+      socket.non_blocking(true, ec);
+      if (ec) co_return map_io_error(ec);
+      m_conn.non_blocking = true;
+    }
     auto off = static_cast<off_t>(offset);
-    net::steady_timer deadline(socket.get_executor());
+    std::optional<net::steady_timer> deadline;
     while (length > 0) {
       // 4 MiB per call keeps one connection from hogging its I/O thread.
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(length, 4u << 20));
@@ -118,9 +237,10 @@ class ExchangeImpl final : public Exchange {
         co_return std::error_code(errno, std::system_category());
       }
       // The socket buffer is full: wait until writable, within the deadline.
-      deadline.expires_after(m_timeout);
+      if (!deadline) deadline.emplace(socket.get_executor());
+      deadline->expires_after(m_timeout);
       auto outcome = co_await (socket.async_wait(tcp::socket::wait_write, net::as_tuple(net::use_awaitable)) ||
-                               deadline.async_wait(net::as_tuple(net::use_awaitable)));
+                               deadline->async_wait(net::as_tuple(net::use_awaitable)));
       if (outcome.index() == 1) {
         m_close = true;
         co_return make_error_code(errc::timeout);
@@ -163,6 +283,8 @@ class ExchangeImpl final : public Exchange {
   bool keep_alive() const noexcept { return m_head_sent && m_keep_alive && !m_close; }
 
   void log_access() const {
+    // At warn and above this runs for every request: skip the formatting.
+    if (!spdlog::should_log(spdlog::level::info)) return;
     const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - m_started)
                         .count() / 1000.0;
     // The target is logged without its query string: hubcache URLs carry no
@@ -173,11 +295,56 @@ class ExchangeImpl final : public Exchange {
   }
 
  private:
+  // Sets the status and keep-alive decision and appends the head to `out`.
+  void prepare_head(HeadResponse& response, std::string& out) {
+    m_status = response.result_int();
+    // A stopping server tells the client so instead of dropping it later. A
+    // request body not read to its end leaves the connection unusable.
+    if (m_body != nullptr && !m_body->is_done()) m_close = true;
+    response.keep_alive(m_req.keep_alive() && !m_close && !m_stopping);
+    m_keep_alive = response.keep_alive();
+    append_head(out, response);
+  }
+
+  // Sends the head followed by `body` (may be empty) in one write.
+  net::awaitable<result<void>> send_head_and(HeadResponse& response, net::const_buffer body) {
+    std::string& out = m_conn.out;
+    out.clear();
+    prepare_head(response, out);
+    if (body.size() == 0) co_return co_await send_out(0);
+    m_head_sent = true;
+    m_conn.stream.expires_after(m_timeout);
+    const std::array<net::const_buffer, 2> buffers{net::buffer(out), body};
+    auto [ec, n] = co_await net::async_write(m_conn.stream, buffers, k_tuple);
+    co_return finish_send(ec, n, out.size());
+  }
+
+  // Sends m_conn.out: a head plus `body_bytes` of body.
+  net::awaitable<result<void>> send_out(std::uint64_t body_bytes) {
+    m_head_sent = true;
+    m_conn.stream.expires_after(m_timeout);
+    auto [ec, n] = co_await net::async_write(m_conn.stream, net::buffer(m_conn.out), k_tuple);
+    co_return finish_send(ec, n, m_conn.out.size() - body_bytes);
+  }
+
+  result<void> finish_send(const boost::system::error_code& ec, std::size_t sent, std::size_t head_bytes) {
+    if (sent > head_bytes) m_bytes += sent - head_bytes;
+    if (ec) {
+      m_close = true;
+      return map_io_error(ec);
+    }
+    return {};
+  }
+
   Connection& m_conn;
   Request& m_req;
   std::chrono::milliseconds m_timeout;
+  std::size_t m_body_limit;
   const std::atomic<bool>& m_stopping;
   std::chrono::steady_clock::time_point m_started;
+  BodyParser* m_body;  // a POST/PUT/PATCH body still to read, else null
+  beast::flat_buffer& m_buffer;
+  bool m_continue;  // "100 Continue" owed before the first body read
   unsigned m_status = 0;
   std::uint64_t m_bytes = 0;
   bool m_head_sent = false;
@@ -197,12 +364,18 @@ StringResponse plain_error(unsigned status, std::string_view message, unsigned v
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
-  Impl(net::io_context& io, ServerOptions opts, Handler h)
-      : ioc(io), options(std::move(opts)), handler(std::move(h)), acceptor(net::make_strand(io)) {}
+  Impl(net::io_context& io, ServerOptions opts, Handler h, std::vector<net::io_context*> contexts)
+      : ioc(io),
+        options(std::move(opts)),
+        handler(std::move(h)),
+        connection_contexts(std::move(contexts)),
+        acceptor(net::make_strand(io)) {}
 
   net::io_context& ioc;
   ServerOptions options;
   Handler handler;
+  const std::vector<net::io_context*> connection_contexts;
+  std::size_t next_context = 0;  // only touched by the accept loop
   tcp::acceptor acceptor;
   std::atomic<bool> stopping{false};
   mutable std::mutex mutex;
@@ -217,7 +390,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         co_await t.async_wait(k_tuple);
         continue;
       }
-      auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_tuple);
+      auto [ec, socket] = co_await acceptor.async_accept(connection_executor(), k_tuple);
       if (ec) {
         if (stopping || ec == net::error::operation_aborted) break;
         // EMFILE and friends: back off briefly instead of spinning.
@@ -247,12 +420,18 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
+  net::any_io_executor connection_executor() {
+    if (connection_contexts.empty()) return net::make_strand(ioc);
+    return connection_contexts[next_context++ % connection_contexts.size()]->get_executor();
+  }
+
   net::awaitable<void> session(std::shared_ptr<Connection> conn) {
     beast::flat_buffer buffer;
     while (!stopping) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
-      parser.body_limit(options.body_limit);
+      // Checked against Content-Length when the header ends: set per method below.
+      parser.body_limit(boost::none);
       conn->stream.expires_after(options.io_timeout);
       auto [ec, n] = co_await bhttp::async_read_header(conn->stream, buffer, parser, k_tuple);
       if (ec) {
@@ -261,18 +440,23 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
       }
       conn->busy = true;
       if (stopping) break;  // shutdown began while this request arrived: close without serving
-      {
-        const auto m = parser.get().method();
-        const bool has_body = m == bhttp::verb::post || m == bhttp::verb::put || m == bhttp::verb::patch;
-        parser.body_limit(has_body ? options.body_limit : options.small_body_limit);
-      }
-      if (parser.get()[bhttp::field::expect] == "100-continue") {
-        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
-        conn->stream.expires_after(options.io_timeout);
-        auto [ec2, n2] = co_await bhttp::async_write(conn->stream, cont, k_tuple);
-        if (ec2) break;
-      }
-      if (!parser.is_done()) {
+      const auto m = parser.get().method();
+      // POST/PUT/PATCH bodies (uploads, commits, paths-info) are left for the
+      // handler to read: relayed as a stream, or read whole and bounded
+      // (read_body) where hubcache parses them. Other methods' bodies are
+      // small and read here, so idle reads cannot pin memory.
+      std::optional<BodyParser> body;
+      if ((m == bhttp::verb::post || m == bhttp::verb::put || m == bhttp::verb::patch) && !parser.is_done()) {
+        body.emplace(std::move(parser));
+        body->body_limit(boost::none);
+      } else if (!parser.is_done()) {
+        parser.body_limit(options.small_body_limit);
+        if (parser.get()[bhttp::field::expect] == "100-continue") {
+          bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+          conn->stream.expires_after(options.io_timeout);
+          auto [ec2, n2] = co_await bhttp::async_write(conn->stream, cont, k_tuple);
+          if (ec2) break;
+        }
         conn->stream.expires_after(options.io_timeout);
         auto [ec3, n3] = co_await bhttp::async_read(conn->stream, buffer, parser, k_tuple);
         if (ec3) {
@@ -280,8 +464,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
           break;
         }
       }
-      Request req = parser.release();
-      ExchangeImpl exchange(*conn, req, options.io_timeout, stopping);
+      Request req = body ? Request(body->get().base()) : parser.release();
+      ExchangeImpl exchange(*conn, req, options, stopping, body ? &*body : nullptr, buffer);
       co_await handler(exchange);
       if (!exchange.head_sent()) {
         // A handler that returns without answering is a bug; never leave the client hanging.
@@ -337,8 +521,9 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   }
 };
 
-Server::Server(net::io_context& ioc, ServerOptions options, Handler handler)
-    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler))) {}
+Server::Server(net::io_context& ioc, ServerOptions options, Handler handler,
+               std::vector<net::io_context*> connection_contexts)
+    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler), std::move(connection_contexts))) {}
 
 Server::~Server() = default;
 

@@ -4,6 +4,7 @@
 #include "headers.hpp"
 
 #include <hubcache/core/digest.hpp>
+#include <hubcache/flight/watermark.hpp>
 #include <hubcache/storage/document_store.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -13,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <charconv>
 #include <vector>
 
 namespace hubcache::hub {
@@ -28,7 +30,19 @@ constexpr std::array<std::string_view, 7> k_kept_headers = {
     "Content-Type", "Link", "X-Total-Count", "ETag", "X-Repo-Commit", "X-Error-Code", "X-Error-Message"};
 
 constexpr std::string_view k_warning_stale = "110 - \"Response is Stale\"";
+// A follower of a shared fetch gives up waiting after this and asks upstream
+// itself; the leader's own fetch is bounded by the upstream timeouts.
+constexpr auto k_shared_fetch_wait = std::chrono::seconds(120);
 constexpr std::string_view k_warning_revalidation_failed = "111 - \"Revalidation Failed\"";
+
+// The request's Content-Length, when it has a valid one.
+std::optional<std::uint64_t> content_length(const http::Request& req) {
+  const auto text = std::string_view(req[bhttp::field::content_length]);
+  std::uint64_t value = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
 
 bool is_entry_not_found(unsigned status, const bhttp::fields& h) {
   return status == 404 && h["X-Error-Code"] == "EntryNotFound";
@@ -43,6 +57,38 @@ struct ApiHandler::Fetched {
   bhttp::fields headers;
   std::string body;
 };
+
+// One upstream fetch of a cacheable miss, awaited by the identical requests
+// that arrive while it runs.
+struct ApiHandler::Flight {
+  flight::Watermark done;                  // finished once `outcome` is set
+  std::optional<result<Fetched>> outcome;  // written once, before done.finish()
+};
+
+// Ends a flight when destroyed: releases waiting followers (with an error
+// if no answer was published) and unregisters it, so the next miss asks
+// upstream again.
+struct FlightEnd {
+  flight::FlightRegistry<std::string, ApiHandler::Flight>& flights;
+  std::string key;
+  std::shared_ptr<ApiHandler::Flight> flight;
+  ~FlightEnd();
+};
+
+struct ApiHandler::SharedFetch {
+  result<Fetched> fetched;
+  // True when this request asked upstream itself: it records the answer
+  // (cache, public marks, mappings); a follower only serves it.
+  bool leader = true;
+  // The leader's flight stays joinable until the leader has recorded the
+  // answer, so a request arriving meanwhile does not ask upstream again.
+  std::unique_ptr<FlightEnd> end;
+};
+
+FlightEnd::~FlightEnd() {
+  flights.remove(key, flight);
+  flight->done.finish(make_error_code(errc::cancelled));  // ignored after a finish({})
+}
 
 ApiHandler::ApiHandler(HubClient& hub, HubState& state, net::io_context& io, std::string public_url)
     : m_hub(hub), m_state(state), m_io(io), m_public_url(std::move(public_url)) {}
@@ -120,6 +166,29 @@ net::awaitable<result<ApiHandler::Fetched>> ApiHandler::fetch(const http::Reques
   if (!body) co_return body.error();
   f.body = std::move(*body);
   co_return f;
+}
+
+net::awaitable<ApiHandler::SharedFetch> ApiHandler::fetch_shared(const http::Request& req, const ApiRoute& route,
+                                                                  const std::string& cred) {
+  std::string key = route.cache_key;
+  key += '\0';
+  key += cred;
+  auto [flight, leader] = m_flights.join(key, [] { return new Flight(); });
+  if (!leader) {
+    auto waited = co_await flight->done.wait_beyond(0, k_shared_fetch_wait);
+    if (waited && flight->outcome) co_return SharedFetch{*flight->outcome, false, nullptr};
+    // The leader went away or is stuck: ask upstream ourselves.
+    auto own = co_await fetch(req, false);
+    co_return SharedFetch{std::move(own), true, nullptr};
+  }
+  // However this coroutine ends (even destroyed while suspended), followers
+  // are released.
+  // Built in place: a FlightEnd temporary would end the flight when destroyed.
+  std::unique_ptr<FlightEnd> end(new FlightEnd{m_flights, std::move(key), flight});
+  auto fetched = co_await fetch(req, false);
+  flight->outcome = fetched;
+  flight->done.finish({});
+  co_return SharedFetch{std::move(fetched), true, std::move(end)};
 }
 
 net::awaitable<void> ApiHandler::serve(http::Exchange& ex, const CachedAnswer& answer, std::string_view warning) {
@@ -221,9 +290,11 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
     co_return;
   }
 
-  auto fetched = co_await fetch(req, false);
+  auto shared = co_await fetch_shared(req, route, cred);
+  auto& fetched = shared.fetched;
+  const bool leader = shared.leader;
   const bool upstream_failed = !fetched || fetched->status >= 500 || fetched->status == 429;
-  if (fetched && fetched->status == 429) m_state.back_off(fetched->headers, cred);
+  if (fetched && fetched->status == 429 && leader) m_state.back_off(fetched->headers, cred);
   if (upstream_failed) {
     if (usable_offline()) {
       ex.set_outcome("stale");
@@ -257,6 +328,11 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
     }
     answer.fetched_at = unix_now();
     answer.cred = cred;
+    if (!leader) {
+      ex.set_outcome("shared");
+      co_await serve(ex, answer, {});
+      co_return;
+    }
     if (anonymous) co_await m_state.saw_public(route.type, route.repo, Access::metadata);
     if (f.status == 200 && route.kind == ApiKind::info_at_revision && !core::is_commit_id(route.revision)) {
       auto j = nlohmann::json::parse(answer.body, nullptr, false);
@@ -271,7 +347,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   }
 
   // Refusals, renames and the rest: relayed, never cached or shared.
-  if (anonymous && (f.status == 401 || f.status == 403 || f.status == 404)) {
+  if (leader && anonymous && (f.status == 401 || f.status == 403 || f.status == 404)) {
     co_await m_state.saw_refusal(route.type, route.repo, Access::metadata);
   }
   ex.set_outcome("upstream");
@@ -374,7 +450,17 @@ net::awaitable<void> ApiHandler::relay(http::Exchange& ex) {
     }
     up.headers.insert(f.name_string(), f.value());
   }
-  up.body = req.body();
+  const bool may_have_body = method == bhttp::verb::post || method == bhttp::verb::put || method == bhttp::verb::patch;
+  const auto declared = content_length(req);
+  if (may_have_body && req.body().empty() && (!declared || *declared > 0) &&
+      (declared || req.find(bhttp::field::transfer_encoding) != req.end())) {
+    // Uploads and commits: streamed to upstream as they arrive, through one
+    // bounded buffer, whatever their size (upstream enforces its limits).
+    up.body_source = [&ex](std::span<std::byte> buf) { return ex.read_body_some(buf); };
+    up.body_length = declared;
+  } else {
+    up.body = req.body();
+  }
   auto sent = co_await m_hub.http().send(std::move(up));
   if (!sent) {
     co_await ex.respond(error_response(sent.error(), req.version()));

@@ -9,6 +9,11 @@
 // When upstream is unreachable, times out, answers 5xx or 429, or hubcache
 // runs offline, the last known answer is served with a Warning header.
 //
+// Concurrent identical misses share one upstream request: those with the same
+// normalized cache key and the same credential ("" for anonymous callers)
+// wait for the first one's answer instead of asking upstream themselves. A
+// caller never gets an answer fetched with another caller's credentials.
+//
 // Thread safety: handle() may run concurrently on any number of strands.
 #pragma once
 
@@ -16,6 +21,7 @@
 #include "hub_client.hpp"
 #include "state.hpp"
 
+#include <hubcache/flight/registry.hpp>
 #include <hubcache/http/server.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -28,6 +34,7 @@ namespace hubcache::hub {
 class ApiHandler {
  public:
   ApiHandler(HubClient& hub, HubState& state, net::io_context& io, std::string public_url);
+  struct Flight;  // a shared upstream fetch; defined in the .cpp
 
   // A cacheable metadata route.
   net::awaitable<void> handle(http::Exchange& ex, const ApiRoute& route);
@@ -40,7 +47,10 @@ class ApiHandler {
 
  private:
   struct Fetched;
+  struct SharedFetch;
   net::awaitable<result<Fetched>> fetch(const http::Request& req, bool anonymous);
+  // fetch(req, false), shared with identical concurrent misses (see above).
+  net::awaitable<SharedFetch> fetch_shared(const http::Request& req, const ApiRoute& route, const std::string& cred);
   net::awaitable<void> serve(http::Exchange& ex, const CachedAnswer& answer, std::string_view warning);
   std::chrono::milliseconds ttl_for(const ApiRoute& route, const CachedAnswer& answer) const;
   void refresh_in_background(const ApiRoute& route, const http::Request& req);
@@ -53,6 +63,7 @@ class ApiHandler {
   const std::string m_public_url;
   std::mutex m_mutex;
   std::set<std::string> m_refreshing;  // cache keys with a background refresh running; guarded by m_mutex
+  flight::FlightRegistry<std::string, Flight> m_flights;  // keyed by cache key and credential id
 };
 
 // credential_id() of a client request (Authorization and Cookie).

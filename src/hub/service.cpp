@@ -77,6 +77,16 @@ class Service final : public HubService {
       co_await handle_file(ex, **route);
       co_return;
     }
+    if (req.method() == bhttp::verb::post && target.substr(0, target.find('?')).find("/paths-info/") != target.npos) {
+      // A paths-info body selects the answer (and the cache key): read it
+      // whole, bounded. Other request bodies stream through relay().
+      if (auto read = co_await ex.read_body(); !read) {
+        const bool too_large = read.error() == std::errc::message_size;
+        co_await ex.respond(too_large ? error_response(413, "Request body too large", req.version())
+                                      : error_response(read.error(), req.version()));
+        co_return;
+      }
+    }
     auto api = parse_api_route(std::string_view(req.method_string()), target, req[bhttp::field::content_type],
                                req.body());
     if (!api) {
@@ -276,15 +286,10 @@ class Service final : public HubService {
     add_cors_headers(res.base());
   }
 
-  // Writes the head for a 200/206 answer of `decision` and returns the byte
-  // span to send.
-  net::awaitable<result<core::ByteRange>> write_file_head(http::Exchange& ex, const core::FileRoute& route,
-                                                          const FileMeta& meta, const core::RangeDecision& d,
-                                                          std::string_view warning = {}) {
-    const auto& req = ex.request();
-    http::HeadResponse res{d.outcome == core::RangeOutcome::partial ? bhttp::status::partial_content
-                                                                    : bhttp::status::ok,
-                           req.version()};
+  // The head of a 200/206 answer of `d` into `res`; returns the byte span to send.
+  core::ByteRange file_head(http::HeadResponse& res, const core::FileRoute& route, const FileMeta& meta,
+                            const core::RangeDecision& d, std::string_view warning) const {
+    res.result(d.outcome == core::RangeOutcome::partial ? bhttp::status::partial_content : bhttp::status::ok);
     set_file_headers(res, route, meta);
     if (!warning.empty()) res.set(bhttp::field::warning, warning);
     core::ByteRange span{0, meta.size == 0 ? 0 : meta.size - 1};
@@ -296,6 +301,16 @@ class Service final : public HubService {
     } else {
       res.content_length(meta.size);
     }
+    return span;
+  }
+
+  // Writes the head for a 200/206 answer of `decision` and returns the byte
+  // span to send.
+  net::awaitable<result<core::ByteRange>> write_file_head(http::Exchange& ex, const core::FileRoute& route,
+                                                          const FileMeta& meta, const core::RangeDecision& d,
+                                                          std::string_view warning = {}) {
+    http::HeadResponse res{bhttp::status::ok, ex.request().version()};
+    const auto span = file_head(res, route, meta, d, warning);
     auto w = co_await ex.write_head(res);
     if (!w) co_return w.error();
     co_return span;
@@ -317,15 +332,23 @@ class Service final : public HubService {
       co_await respond_416(ex, route, meta);
       co_return;
     }
-    auto span = co_await write_file_head(ex, route, meta, decision, warning);
-    if (!span || req.method() == bhttp::verb::head || meta.size == 0) co_return;
-    if (const int fd = reader->native_handle(); fd >= 0) {
-      // Zero-copy from the page cache; the reader keeps the blob pinned and the fd open.
-      if (auto sent = co_await ex.write_file(fd, span->first, span->length()); !sent) {
-        spdlog::debug("sendfile of {} ended: {}", route.path, sent.error().message());
+    const int fd = reader->native_handle();
+    if (fd >= 0 && req.method() == bhttp::verb::get && meta.size > 0) {
+      // From the page cache: small bodies in one write with the head, large
+      // ones zero-copy. The reader keeps the blob pinned and the fd open.
+      http::HeadResponse res{bhttp::status::ok, req.version()};
+      const auto range = file_head(res, route, meta, decision, warning);
+      auto sent = co_await ex.write_head_and_file(res, fd, range.first, range.length());
+      if (!sent && !ex.head_sent()) {
+        spdlog::error("cache read failed for {}: {}", route.path, sent.error().message());
+        co_await ex.respond(error_response(errc::storage_io, req.version()));
+      } else if (!sent) {
+        spdlog::debug("sending {} ended: {}", route.path, sent.error().message());
       }
       co_return;
     }
+    auto span = co_await write_file_head(ex, route, meta, decision, warning);
+    if (!span || req.method() == bhttp::verb::head || meta.size == 0) co_return;
     std::vector<std::byte> buf(std::min<std::uint64_t>(k_copy_buffer, span->length()));
     for (std::uint64_t pos = span->first; pos <= span->last;) {
       const auto want = std::min<std::uint64_t>(buf.size(), span->last + 1 - pos);

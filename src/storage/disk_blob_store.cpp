@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <limits>
 #include <list>
@@ -137,6 +138,14 @@ UniqueFd lock_root(const fs::path& root) {
   return std::move(*fd);
 }
 
+// A committed blob's descriptor and size, shared by its readers and by the
+// store's cache of recently opened blobs. pread and sendfile take explicit
+// offsets, so readers never disturb each other through a shared descriptor.
+struct OpenBlob {
+  UniqueFd fd;
+  std::uint64_t size = 0;
+};
+
 // The state shared by the store and every reader and writer it hands out, so
 // those may outlive the store object (their destructors unpin and unreserve
 // here). Paths and limits are immutable after construction.
@@ -159,9 +168,22 @@ class StoreState {
   std::error_code reserve(std::uint64_t bytes);
   void release(std::uint64_t bytes);
 
-  // Pins the blob against eviction and marks it recently used; false when
-  // the blob is not stored.
-  bool pin(const std::string& hex);
+  // Pins the blob against eviction and marks it recently used; `pinned` is
+  // false when the blob is not stored. `persist_touches`: the caller should
+  // run persist_touches() on the pool (see there).
+  // `open`: the blob's cached descriptor, when cache_open() left one.
+  struct Pin {
+    bool pinned = false;
+    bool persist_touches = false;
+    std::shared_ptr<const OpenBlob> open;
+  };
+  Pin pin(const std::string& hex);
+  // Keeps `blob` as the open descriptor of the stored blob `hex`, so the next
+  // open() of a hot blob costs no open/fstat/close. At most k_open_blobs are
+  // kept (least recently cached closed first); evicting a blob drops its
+  // descriptor with its entry, so the space is freed once its last reader
+  // ends, as without the cache.
+  void cache_open(const std::string& hex, std::shared_ptr<const OpenBlob> blob);
   void unpin(const std::string& hex);
   // Drops an entry whose file has vanished from under us, unless pinned.
   void forget_if_unpinned(const std::string& hex);
@@ -175,11 +197,30 @@ class StoreState {
 
   StoreUsage usage() const;
 
+  // Records "recently used" on disk (the atime that load_blobs() orders the
+  // LRU by at the next start) for the blobs pin() touched since the last
+  // call. Explicit, because relatime/noatime mounts would not record it.
+  // Batched, at most once per k_touch_interval: one utimensat and one
+  // hand-off to the pool per hit cost more than the rest of a small hit, and
+  // a crash only loses the order of the last second's hits. Blocks: call on
+  // the pool.
+  void persist_touches();
+  ~StoreState();
+
  private:
+  static constexpr auto k_touch_interval = std::chrono::seconds(1);
+
+  // Descriptors kept open by cache_open(). Bounded well below the usual
+  // 1024-descriptor soft limit, which connections need more.
+  static constexpr std::size_t k_open_blobs = 128;
+
   struct Entry {
     std::uint64_t bytes = 0;                   // rounded to blocks
     unsigned pins = 0;                         // open readers from open()
     std::list<std::string>::iterator lru_pos;  // position in m_lru
+    bool touched = false;                      // in m_touched
+    std::shared_ptr<const OpenBlob> open{};     // cached descriptor
+    std::list<std::string>::iterator open_pos{};  // in m_open_order while `open` is set
   };
 
   void init_layout();
@@ -205,6 +246,15 @@ class StoreState {
   std::unordered_map<std::string, Entry> m_entries;
   std::uint64_t m_committed = 0;
   std::uint64_t m_reserved = 0;
+  // Guarded by m_mutex: blobs used since the last persist_touches(), and
+  // whether one is queued on the pool.
+  std::vector<std::string> m_touched;
+  std::chrono::steady_clock::time_point m_last_persist{};
+  bool m_persist_queued = false;
+  // Guarded by m_mutex: blobs with a cached descriptor, most recently used
+  // first. A blob evicted meanwhile leaves its name behind; such a name is
+  // skipped when it reaches the end (its entry's open_pos is another node).
+  std::list<std::string> m_open_order;
 };
 
 StoreState::StoreState(const DiskStoreOptions& options, net::thread_pool& blocking)
@@ -332,14 +382,59 @@ void StoreState::release(std::uint64_t bytes) {
   m_reserved -= bytes;
 }
 
-bool StoreState::pin(const std::string& hex) {
+StoreState::Pin StoreState::pin(const std::string& hex) {
   std::lock_guard lock(m_mutex);
   const auto it = m_entries.find(hex);
-  if (it == m_entries.end()) return false;
+  if (it == m_entries.end()) return {};
   ++it->second.pins;
   m_lru.splice(m_lru.begin(), m_lru, it->second.lru_pos);
-  return true;
+  if (!it->second.touched) {
+    it->second.touched = true;
+    m_touched.push_back(hex);
+  }
+  Pin out{true, false, it->second.open};
+  if (out.open) m_open_order.splice(m_open_order.begin(), m_open_order, it->second.open_pos);
+  if (!m_persist_queued && std::chrono::steady_clock::now() - m_last_persist >= k_touch_interval) {
+    m_persist_queued = true;
+    out.persist_touches = true;
+  }
+  return out;
 }
+
+void StoreState::cache_open(const std::string& hex, std::shared_ptr<const OpenBlob> blob) {
+  std::lock_guard lock(m_mutex);
+  const auto it = m_entries.find(hex);
+  if (it == m_entries.end() || it->second.open) return;
+  m_open_order.push_front(hex);
+  it->second.open = std::move(blob);
+  it->second.open_pos = m_open_order.begin();
+  while (m_open_order.size() > k_open_blobs) {
+    const auto last = std::prev(m_open_order.end());
+    if (const auto victim = m_entries.find(*last); victim != m_entries.end() && victim->second.open &&
+                                                   victim->second.open_pos == last) {
+      victim->second.open.reset();  // closes unless a reader still uses it
+    }
+    m_open_order.erase(last);
+  }
+}
+
+void StoreState::persist_touches() {
+  std::vector<std::string> touched;
+  {
+    std::lock_guard lock(m_mutex);
+    touched.swap(m_touched);
+    for (const auto& hex : touched) {
+      if (const auto it = m_entries.find(hex); it != m_entries.end()) it->second.touched = false;
+    }
+    m_last_persist = std::chrono::steady_clock::now();
+    m_persist_queued = false;
+  }
+  // Best effort: a blob evicted meanwhile is simply not there any more.
+  const struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+  for (const auto& hex : touched) ::utimensat(AT_FDCWD, blob_path(hex).c_str(), times, 0);
+}
+
+StoreState::~StoreState() { persist_touches(); }
 
 void StoreState::unpin(const std::string& hex) {
   std::lock_guard lock(m_mutex);
@@ -376,22 +471,35 @@ StoreUsage StoreState::usage() const {
   return {m_committed, m_reserved, m_max_bytes, m_entries.size()};
 }
 
+// A reader over a staging file (BlobWriter::open_reader); it pins nothing.
+// Readers from open() are CommittedBlobReaders.
 class DiskBlobReader final : public detail::FileReader {
  public:
-  // `store` and `pinned` are set for readers from open(): the destructor
-  // unpins. Readers over staging files pin nothing.
-  DiskBlobReader(UniqueFd fd, std::uint64_t size, fs::path path, std::shared_ptr<StoreState> store = nullptr,
-                 std::string pinned = {})
-      : FileReader(std::move(fd), size, std::move(path)), m_store(std::move(store)), m_pinned(std::move(pinned)) {}
-  ~DiskBlobReader() override {
-    if (m_store) m_store->unpin(m_pinned);
+  DiskBlobReader(UniqueFd fd, std::uint64_t size, fs::path path) : FileReader(std::move(fd), size, std::move(path)) {}
+};
+
+// A reader from open(): shares the blob's descriptor and unpins it when
+// destroyed.
+class CommittedBlobReader final : public BlobReader {
+ public:
+  CommittedBlobReader(std::shared_ptr<const OpenBlob> blob, std::shared_ptr<StoreState> store, std::string hex)
+      : m_blob(std::move(blob)), m_store(std::move(store)), m_hex(std::move(hex)) {}
+  ~CommittedBlobReader() override { m_store->unpin(m_hex); }
+  CommittedBlobReader(const CommittedBlobReader&) = delete;
+  CommittedBlobReader& operator=(const CommittedBlobReader&) = delete;
+
+  std::uint64_t size() const override { return m_blob->size; }
+  net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
+    auto n = detail::pread_full(m_blob->fd.get(), buf, offset);
+    if (!n) co_return detail::io_error("read", m_store->blob_path(m_hex), n.error());
+    co_return *n;
   }
-  DiskBlobReader(const DiskBlobReader&) = delete;
-  DiskBlobReader& operator=(const DiskBlobReader&) = delete;
+  int native_handle() const noexcept override { return m_blob->fd.get(); }
 
  private:
+  std::shared_ptr<const OpenBlob> m_blob;
   std::shared_ptr<StoreState> m_store;
-  std::string m_pinned;
+  std::string m_hex;
 };
 
 // Owned by one coroutine (append/commit/destruction), as BlobWriter says.
@@ -544,29 +652,30 @@ class DiskBlobStore final : public BlobStore {
   net::awaitable<result<std::optional<BlobReaderPtr>>> open(const core::Sha256& key) override {
     const std::string hex = key.hex();
     // Pin first: from here on eviction leaves the file alone.
-    if (!m_state->pin(hex)) co_return std::optional<BlobReaderPtr>();
-    const fs::path path = m_state->blob_path(hex);
-    auto fd = detail::open_file(path, O_RDONLY);
-    struct stat st {};
-    if (fd && ::fstat(fd->get(), &st) != 0) fd = detail::last_errno();
-    if (!fd) {
-      m_state->unpin(hex);
-      if (fd.error() == std::errc::no_such_file_or_directory) {
-        spdlog::warn("blob store: {} vanished from disk; dropping it from the index", path.string());
-        m_state->forget_if_unpinned(hex);
-        co_return std::optional<BlobReaderPtr>();
+    auto pin = m_state->pin(hex);
+    if (!pin.pinned) co_return std::optional<BlobReaderPtr>();
+    if (pin.persist_touches) net::post(m_state->pool(), [state = m_state] { state->persist_touches(); });
+    if (!pin.open) {
+      const fs::path path = m_state->blob_path(hex);
+      auto fd = detail::open_file(path, O_RDONLY);
+      struct stat st {};
+      if (fd && ::fstat(fd->get(), &st) != 0) fd = detail::last_errno();
+      if (!fd) {
+        m_state->unpin(hex);
+        if (fd.error() == std::errc::no_such_file_or_directory) {
+          spdlog::warn("blob store: {} vanished from disk; dropping it from the index", path.string());
+          m_state->forget_if_unpinned(hex);
+          co_return std::optional<BlobReaderPtr>();
+        }
+        co_return detail::io_error("open", path, fd.error());
       }
-      co_return detail::io_error("open", path, fd.error());
+      auto blob = std::make_shared<OpenBlob>();
+      blob->fd = std::move(*fd);
+      blob->size = static_cast<std::uint64_t>(st.st_size);
+      pin.open = blob;
+      m_state->cache_open(hex, std::move(blob));
     }
-    // Persist "recently used" for the LRU rebuild at the next start. Explicit,
-    // because relatime/noatime mounts would not record it; best effort, off
-    // the I/O thread.
-    net::post(m_state->pool(), [path] {
-      const struct timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-      ::utimensat(AT_FDCWD, path.c_str(), times, 0);
-    });
-    BlobReaderPtr reader = std::make_unique<DiskBlobReader>(std::move(*fd), static_cast<std::uint64_t>(st.st_size),
-                                                            path, m_state, hex);
+    BlobReaderPtr reader = std::make_unique<CommittedBlobReader>(std::move(pin.open), m_state, hex);
     co_return std::optional<BlobReaderPtr>(std::move(reader));
   }
 

@@ -12,10 +12,19 @@
 // for. A file that does not parse or does not match is treated as absent
 // (and logged): the worst case is a refetch from upstream, never a crash.
 //
-// No in-memory cache and no lock: every record is a whole file replaced by
-// rename, so readers see the old or the new version, never a mix.
+// Every record is a whole file replaced by rename, so readers see the old or
+// the new version, never a mix. In front of the files sits a bounded
+// in-memory copy of recently used records and etag mappings: a cache hit
+// looks its record up on every request, and a file read plus a JSON parse
+// cost more than the rest of the hit. It stays exact because this object is
+// the only writer of its directory while it is open (the blob store's flock
+// on the cache root keeps a second hubcache out), and put() updates it once
+// the files are durable. A get() that read the disk while a put() ran does
+// not store what it read (the generation check), so it cannot overwrite the
+// newer record with the older one.
 #include <hubcache/storage/metadata_index.hpp>
 
+#include "lru_map.hpp"
 #include "posix_file.hpp"
 
 #include <hubcache/util/hash.hpp>
@@ -23,6 +32,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdint>
+#include <mutex>
 #include <stdexcept>
 
 namespace hubcache::storage {
@@ -34,6 +45,10 @@ using nlohmann::json;
 constexpr int k_format = 1;
 // Records are a few hundred bytes; anything much larger is not ours.
 constexpr std::size_t k_max_file_bytes = 64 * 1024;
+// Records kept in memory (and as many etag mappings). A record takes about
+// 400 bytes with its key, so this bounds the cache near 6 MiB while holding
+// the hot files of many repos.
+constexpr std::size_t k_cached_records = 16 * 1024;
 
 std::string sha256_hex(std::string_view data) {
   util::Sha256Hasher hasher;
@@ -104,7 +119,67 @@ class DiskMetadataIndex final : public MetadataIndex {
   }
 
   result<std::optional<FileRecord>> get(const FileKey& key) override {
-    const fs::path path = record_path(key);
+    std::string ckey = canonical_key(key);
+    std::uint64_t generation = 0;
+    {
+      std::lock_guard lock(m_mutex);
+      if (auto hit = m_record_cache.get(ckey)) return std::optional<FileRecord>(std::move(*hit));
+      generation = m_generation;
+    }
+    auto found = read_record(key, ckey);
+    if (found && *found) {
+      std::lock_guard lock(m_mutex);
+      if (generation == m_generation) m_record_cache.put(ckey, **found);
+    }
+    return found;
+  }
+
+  result<void> put(const FileKey& key, const FileRecord& record) override {
+    const std::string ckey = canonical_key(key);
+    const json doc = {{"key", key_to_json(key)},
+                      {"record",
+                       {{"etag", record.etag},
+                        {"lfs", record.lfs},
+                        {"size", record.size},
+                        {"sha256", record.sha256.hex()},
+                        {"content_type", record.content_type}}}};
+    if (auto written = write_json(record_path(ckey), doc); !written) return written;
+    {
+      std::lock_guard lock(m_mutex);
+      ++m_generation;
+      m_record_cache.put(ckey, record);
+    }
+    // The etag mapping goes second: a crash in between loses only the
+    // shortcut, never leaves a mapping to a record that was not written.
+    if (record.etag.empty()) return {};
+    if (auto written = write_json(etag_path(record.etag), {{"etag", record.etag}, {"sha256", record.sha256.hex()}});
+        !written) {
+      return written;
+    }
+    std::lock_guard lock(m_mutex);
+    ++m_generation;
+    m_etag_cache.put(record.etag, record.sha256);
+    return {};
+  }
+
+  result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) override {
+    std::uint64_t generation = 0;
+    {
+      std::lock_guard lock(m_mutex);
+      if (auto hit = m_etag_cache.get(etag)) return std::optional<core::Sha256>(*hit);
+      generation = m_generation;
+    }
+    auto found = read_etag(etag);
+    if (found && *found) {
+      std::lock_guard lock(m_mutex);
+      if (generation == m_generation) m_etag_cache.put(etag, **found);
+    }
+    return found;
+  }
+
+ private:
+  result<std::optional<FileRecord>> read_record(const FileKey& key, const std::string& ckey) const {
+    const fs::path path = record_path(ckey);
     auto doc = read_json(path);
     if (!doc) return doc.error();
     if (!*doc) return std::optional<FileRecord>();
@@ -124,22 +199,7 @@ class DiskMetadataIndex final : public MetadataIndex {
     }
   }
 
-  result<void> put(const FileKey& key, const FileRecord& record) override {
-    const json doc = {{"key", key_to_json(key)},
-                      {"record",
-                       {{"etag", record.etag},
-                        {"lfs", record.lfs},
-                        {"size", record.size},
-                        {"sha256", record.sha256.hex()},
-                        {"content_type", record.content_type}}}};
-    if (auto written = write_json(record_path(key), doc); !written) return written;
-    // The etag mapping goes second: a crash in between loses only the
-    // shortcut, never leaves a mapping to a record that was not written.
-    if (record.etag.empty()) return {};
-    return write_json(etag_path(record.etag), {{"etag", record.etag}, {"sha256", record.sha256.hex()}});
-  }
-
-  result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) override {
+  result<std::optional<core::Sha256>> read_etag(const std::string& etag) const {
     const fs::path path = etag_path(etag);
     auto doc = read_json(path);
     if (!doc) return doc.error();
@@ -156,11 +216,10 @@ class DiskMetadataIndex final : public MetadataIndex {
     }
   }
 
- private:
   static fs::path fanned_out(const fs::path& base, const std::string& hex) {
     return base / hex.substr(0, 2) / (hex + ".json");
   }
-  fs::path record_path(const FileKey& key) const { return fanned_out(m_files, sha256_hex(canonical_key(key))); }
+  fs::path record_path(const std::string& canonical) const { return fanned_out(m_files, sha256_hex(canonical)); }
   fs::path etag_path(const std::string& etag) const { return fanned_out(m_etags, sha256_hex(etag)); }
 
   // The parsed file; nullopt when it is absent or unreadable as JSON (logged).
@@ -201,6 +260,11 @@ class DiskMetadataIndex final : public MetadataIndex {
 
   const fs::path m_files;
   const fs::path m_etags;
+  std::mutex m_mutex;
+  // Guarded by m_mutex. m_generation counts put()s, see the file comment.
+  detail::LruMap<FileRecord> m_record_cache{k_cached_records};  // by canonical key
+  detail::LruMap<core::Sha256> m_etag_cache{k_cached_records};  // by etag
+  std::uint64_t m_generation = 0;
 };
 
 }  // namespace

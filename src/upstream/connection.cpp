@@ -10,6 +10,7 @@
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/write.hpp>
 
 #include <openssl/ssl.h>
@@ -152,6 +153,34 @@ net::awaitable<boost::system::error_code> Connection::write(const OutgoingReques
                                                             std::chrono::milliseconds timeout) {
   tcp().expires_after(timeout);
   auto [ec, n] = co_await std::visit([&](auto& s) { return http::async_write(s, request, k_token); }, m_stream);
+  co_return ec;
+}
+
+net::awaitable<boost::system::error_code> Connection::write_head(const OutgoingRequest& request,
+                                                                 std::chrono::milliseconds timeout) {
+  tcp().expires_after(timeout);
+  http::request_serializer<http::string_body> serializer{request};
+  auto op = [&](auto& s) { return http::async_write_header(s, serializer, k_token); };
+  auto [ec, n] = co_await std::visit(op, m_stream);
+  co_return ec;
+}
+
+net::awaitable<boost::system::error_code> Connection::write_body(std::span<const std::byte> data, Framing framing,
+                                                                 std::chrono::milliseconds timeout) {
+  tcp().expires_after(timeout);
+  const auto bytes = net::buffer(data.data(), data.size());
+  if (framing == Framing::length) {
+    auto op = [&](auto& s) { return net::async_write(s, bytes, k_token); };
+    auto [ec, n] = co_await std::visit(op, m_stream);
+    co_return ec;
+  }
+  if (data.empty()) {
+    auto op = [&](auto& s) { return net::async_write(s, http::make_chunk_last(), k_token); };
+    auto [ec, n] = co_await std::visit(op, m_stream);
+    co_return ec;
+  }
+  auto op = [&](auto& s) { return net::async_write(s, http::make_chunk(bytes), k_token); };
+  auto [ec, n] = co_await std::visit(op, m_stream);
   co_return ec;
 }
 

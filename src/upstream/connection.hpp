@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <variant>
 
 namespace hubcache::upstream {
@@ -62,6 +63,15 @@ class Connection {
   // Writes the whole request. Returns the raw error so the caller can tell a
   // stale pooled connection from other failures.
   net::awaitable<boost::system::error_code> write(const OutgoingRequest& request, std::chrono::milliseconds timeout);
+  // Writes only the head of `request`; the body follows with write_body().
+  net::awaitable<boost::system::error_code> write_head(const OutgoingRequest& request,
+                                                       std::chrono::milliseconds timeout);
+  // Writes body bytes after write_head(): as they are, or as one chunk when
+  // the head announced `Transfer-Encoding: chunked` (then an empty `data`
+  // writes the last chunk, ending the body).
+  enum class Framing { length, chunked };
+  net::awaitable<boost::system::error_code> write_body(std::span<const std::byte> data, Framing framing,
+                                                       std::chrono::milliseconds timeout);
   // Reads up to the end of the response head into parser.
   net::awaitable<boost::system::error_code> read_header(ResponseParser& parser, std::chrono::milliseconds timeout);
   // Reads and parses the next part of the body into the parser's buffer_body

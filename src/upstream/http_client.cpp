@@ -13,6 +13,7 @@
 #include <charconv>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 namespace hubcache::upstream {
 namespace {
@@ -23,6 +24,8 @@ namespace {
 constexpr std::uint32_t k_header_limit = 64 * 1024;
 // read_all reads through this window; the body itself is bounded by `limit`.
 constexpr std::size_t k_read_all_chunk = 16 * 1024;
+// Streamed request bodies go through one buffer of this size per request.
+constexpr std::size_t k_stream_buffer = 256 * 1024;
 
 // The Host header value: the origin without the scheme.
 std::string host_header(const Url& url) {
@@ -207,8 +210,13 @@ class Client final : public HttpClient {
     if (message.find(http::field::user_agent) == message.end()) {
       message.set(http::field::user_agent, m_options.user_agent);
     }
-    message.body() = std::move(request.body);
-    message.prepare_payload();
+    if (request.body_source) {
+      if (request.body_length) message.content_length(*request.body_length);
+      else message.chunked(true);
+    } else {
+      message.body() = std::move(request.body);
+      message.prepare_payload();
+    }
 
     // A connection through a proxy is only reusable for the same target and
     // proxy: a tunnel leads to one origin, and a forwarding connection
@@ -219,6 +227,10 @@ class Client final : public HttpClient {
                     proxy->display);
     } else {
       spdlog::debug("upstream {} {}{}", message.method_string(), origin, path_only(url.target));
+    }
+
+    if (request.body_source) {
+      co_return co_await send_streamed(message, request.body_source, url, proxy, pool_key);
     }
 
     // At most two attempts: the second only when a pooled connection turned
@@ -261,6 +273,34 @@ class Client final : public HttpClient {
   }
 
  private:
+  // send() for a request whose body comes from `source`, on a new connection.
+  net::awaitable<result<ResponsePtr>> send_streamed(const OutgoingRequest& message, const BodySource& source,
+                                                    const Url& url, const Proxy* proxy, const std::string& pool_key) {
+    auto opened = co_await Connection::open(m_executor, url, proxy, m_tls.get(), m_options.connect_timeout);
+    if (!opened) co_return opened.error();
+    ConnectionPtr conn = std::move(*opened);
+    if (auto ec = co_await conn->write_head(message, m_options.io_timeout)) co_return map_error(ec);
+    const auto framing = message.chunked() ? Connection::Framing::chunked : Connection::Framing::length;
+    std::vector<std::byte> buf(k_stream_buffer);
+    std::uint64_t sent = 0;
+    for (;;) {
+      auto n = co_await source(buf);
+      if (!n) co_return n.error();
+      if (*n == 0) break;
+      const std::span<const std::byte> piece(buf.data(), *n);
+      if (auto ec = co_await conn->write_body(piece, framing, m_options.io_timeout)) co_return map_error(ec);
+      sent += *n;
+    }
+    if (framing == Connection::Framing::chunked) {
+      if (auto ec = co_await conn->write_body({}, framing, m_options.io_timeout)) co_return map_error(ec);
+    }
+    spdlog::debug("upstream {}{}: streamed a {} byte body", url.origin(), path_only(url.target), sent);
+    auto response = std::make_unique<ResponseImpl>(m_pool, pool_key, std::move(conn), false, message.keep_alive(),
+                                                   m_options.io_timeout);
+    if (auto ec = co_await response->read_head()) co_return map_error(ec);
+    co_return ResponsePtr(std::move(response));
+  }
+
   // The proxy for url per the options, or nullptr to go direct.
   const Proxy* proxy_for(const Url& url) const {
     const auto& proxy = url.scheme == "https" ? m_proxies.https : m_proxies.http;

@@ -1079,6 +1079,17 @@ export async function startFakeHub(opts = {}) {
         return reply(200, JSON.parse(JSON.stringify(reposView, (k, v) => (k === "content" && v ? undefined : v))));
       }
       if (p === "/_fake/info" && req.method === "GET") return reply(200, { hub: hubUrl, cdn: cdnUrl, ca: certs?.caFile ?? null });
+      if (p === "/_fake/sink" && (req.method === "POST" || req.method === "PUT")) {
+        // An upload target of any size: hashes the body as it streams in, keeps none of it.
+        const hash = crypto.createHash("sha256");
+        let bytes = 0;
+        for await (const c of req) {
+          bytes += c.length;
+          hash.update(c);
+        }
+        return reply(200, { bytes, sha256: hash.digest("hex"), chunked: req.headers["transfer-encoding"] === "chunked",
+          contentLength: req.headers["content-length"] ?? null, authorization: req.headers.authorization ?? null });
+      }
       return reply(404, { error: "unknown control endpoint" });
     } catch (e) {
       return reply(400, { error: String(e.message ?? e) });

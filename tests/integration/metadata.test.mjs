@@ -539,6 +539,45 @@ test("concurrent cold metadata requests: every caller gets the full, right answe
     if (process.env.HUBCACHE_IT_VERBOSE) console.log(`36 concurrent cold requests -> ${d.hub.length} upstream requests`);
   }));
 
+// ---------------------------------------------------------------------------------------------- 10b
+test("concurrent identical cold misses share one upstream request, never across credentials", { skip, timeout: 30000 }, () =>
+  withOwnHc("coalesce", [], async (url) => {
+    const N = 12;
+    const form = { "Content-Type": "application/x-www-form-urlencoded" };
+    // Upstream answers after 300 ms, so all N callers of a route are waiting at once.
+    fake.scenario({ hubDelayMs: 300 });
+    try {
+      const routes = [
+        ["GET", `/api/models/${REPO}/revision/main`, null],
+        ["GET", `/api/models/${REPO}/tree/${tiny.mainCommit}?recursive=true&expand=false`, null],
+        ["POST", `/api/models/${REPO}/paths-info/${tiny.mainCommit}`, "paths=config.json&paths=README.md&expand=false"],
+      ];
+      const d = await upstreamDuring(fake, () => Promise.all(routes.flatMap(([m, p, body]) =>
+        Array.from({ length: N }, () => pyApi(url, m, p, { body, headers: body ? form : {} })))));
+      routes.forEach(([m, p], k) => {
+        const rs = d.value.slice(k * N, (k + 1) * N);
+        rs.forEach((r, i) => assert.equal(r.status, 200, `${m} ${p} #${i}: ${desc(r)}`));
+        assert.ok(rs.every((r) => r.sha256 === rs[0].sha256), `${m} ${p}: every caller gets the same body`);
+        const up = d.hub.filter((e) => e.method === m && e.url.startsWith(p.split("?")[0]));
+        assert.equal(up.length, 1, `${N} concurrent ${m} ${p}: want one hub request, got ${logLines(up)}`);
+      });
+
+      // Callers with different credentials each get their own answer: a private repo answers
+      // 200 to its owner, 404 to another user and 401 to anonymous callers.
+      const p = "/api/models/acme/private-model/revision/main";
+      const callers = [[null, 401], ["hf_granted", 404], ["hf_owner", 200]];
+      const t = await upstreamDuring(fake, () => Promise.all(callers.flatMap(([token]) =>
+        Array.from({ length: N }, () => pyApi(url, "GET", p, { token })))));
+      callers.forEach(([token, status], k) => {
+        t.value.slice(k * N, (k + 1) * N).forEach((r, i) => assert.equal(r.status, status, `${token ?? "anonymous"} #${i}: ${desc(r)}`));
+      });
+      const tokens = t.hub.filter((e) => e.url.startsWith(p)).map((e) => e.token ?? "anonymous").sort();
+      assert.deepEqual(tokens, ["anonymous", "hf_granted", "hf_owner"], `one hub request per credential: ${logLines(t.hub)}`);
+    } finally {
+      fake.scenario({ hubDelayMs: null });
+    }
+  }));
+
 // ---------------------------------------------------------------------------------------------- 11
 test("/resolve at a branch: the revision->commit mapping (from revision/{rev} answers and from resolve HEADs) is reused within --revision-ttl", { skip, timeout: 30000 }, () =>
   withOwnHc("mapping", ["--revision-ttl", "30s"], async (url) => {

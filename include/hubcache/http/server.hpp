@@ -30,6 +30,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hubcache::http {
 
@@ -50,9 +51,12 @@ struct ServerOptions {
   // Request line plus headers. 16 KiB fits any Hub URL we accept (8 KiB max)
   // plus a bearer token, and keeps a slow-loris client cheap.
   std::size_t header_limit = 16 * 1024;
-  // Request bodies: only methods that carry one (POST/PUT/PATCH: paths-info,
-  // commit payloads) may send up to body_limit; GET/HEAD/OPTIONS/DELETE get
-  // small_body_limit, so idle reads cannot pin memory.
+  // Request bodies. POST/PUT/PATCH bodies are not read before the handler
+  // runs; they are unbounded when streamed (Exchange::read_body_some: relayed
+  // uploads, upstream enforces its own limits) and bounded by body_limit
+  // when read whole (Exchange::read_body: bodies hubcache parses, such as
+  // paths-info). GET/HEAD/OPTIONS/DELETE bodies are read before the handler
+  // runs, up to small_body_limit, so idle reads cannot pin memory.
   std::size_t body_limit = 64ull * 1024 * 1024;
   std::size_t small_body_limit = 64 * 1024;
   // Connections beyond this wait in the kernel's accept queue: it bounds
@@ -63,7 +67,20 @@ struct ServerOptions {
 class Exchange {
  public:
   virtual ~Exchange() = default;
+  // The request head; its body() holds the body of methods other than
+  // POST/PUT/PATCH, and of those once read_body() completed.
   virtual const Request& request() const noexcept = 0;
+  // Reads the next piece of a POST/PUT/PATCH body (Content-Length or chunked)
+  // into `buf`; returns 0 at its end (at once for other methods and for an
+  // empty body). Sends "100 Continue" first when the client expects it.
+  // Errors: errc::bad_request (malformed or cut short), errc::timeout; the
+  // connection then closes. A body not read to its end also closes the
+  // connection after this exchange. REQUIRES: !buf.empty().
+  virtual net::awaitable<result<std::size_t>> read_body_some(std::span<std::byte> buf) = 0;
+  // Reads the rest of such a body into request().body(): for bodies
+  // hubcache parses itself. std::errc::message_size when it exceeds
+  // ServerOptions::body_limit, other errors as read_body_some().
+  virtual net::awaitable<result<void>> read_body() = 0;
   // The connection's strand; coroutines started for this exchange run here.
   virtual net::any_io_executor executor() const = 0;
 
@@ -79,6 +96,13 @@ class Exchange {
   // sendfile(2): the bytes go from the page cache to the socket without a
   // copy through user space. REQUIRES: `fd` stays open until this completes.
   virtual net::awaitable<result<void>> write_file(int fd, std::uint64_t offset, std::uint64_t length) = 0;
+  // write_head() then write_file(), except that a small body is read into the
+  // head's buffer and both go out in one write (a small cached file costs one
+  // syscall and one packet). REQUIRES: Content-Length set to `length`; not
+  // for HEAD requests. A read error before anything was sent is returned with
+  // head_sent() still false, so the handler can answer with an error.
+  virtual net::awaitable<result<void>> write_head_and_file(HeadResponse& response, int fd, std::uint64_t offset,
+                                                           std::uint64_t length) = 0;
   virtual net::awaitable<result<void>> write_chunk(std::span<const std::byte> data) = 0;
   virtual net::awaitable<result<void>> finish_chunks() = 0;
 
@@ -93,7 +117,13 @@ using Handler = std::function<net::awaitable<void>(Exchange&)>;
 
 class Server {
  public:
-  Server(net::io_context& ioc, ServerOptions options, Handler handler);
+  // Accepts on `ioc`. Each connection runs on a strand of `ioc`, or, when
+  // `connection_contexts` is given, on one of those (round robin). REQUIRES:
+  // each of those is run by exactly one thread and outlives the server: a
+  // connection then needs no strand, and no thread wakes another to run its
+  // handlers (nginx's one-event-loop-per-worker model).
+  Server(net::io_context& ioc, ServerOptions options, Handler handler,
+         std::vector<net::io_context*> connection_contexts = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

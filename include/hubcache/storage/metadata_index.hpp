@@ -10,6 +10,10 @@
 // src/storage/metadata_index.cpp). A record file that is corrupt, truncated
 // or holds another key reads as absent (logged), never as an error.
 //
+// Recently used records and etag mappings are also kept in memory (bounded),
+// so a hot lookup reads no file. REQUIRES: nothing but this object changes
+// the directory while it is open (a file edited behind it may go unseen).
+//
 // Thread safety: all methods are safe from any thread. put() blocks on fsync:
 // call it from the blocking pool, not from an I/O thread. get() reads a small
 // file at most (page cache) and may run on I/O threads.

@@ -28,6 +28,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -95,11 +96,22 @@ struct ClientOptions {
   static ClientOptions from_environment(const std::vector<std::string>& env);
 };
 
+// Produces a request body piece by piece: fills `buf` and returns the count,
+// 0 at the end of the body.
+using BodySource = std::function<net::awaitable<result<std::size_t>>(std::span<std::byte> buf)>;
+
 struct Request {
   http::verb method = http::verb::get;
   Url url;
   http::fields headers;  // Host and User-Agent are filled in when absent
   std::string body;
+  // Instead of `body`: a body streamed from this source through a bounded
+  // buffer, with Content-Length `body_length` when set, else chunked. Such a
+  // request always opens a new connection, because a pooled one that turns
+  // out closed could not be retried with a body already consumed. An error
+  // from the source ends the request with that error.
+  BodySource body_source{};
+  std::optional<std::uint64_t> body_length{};
 };
 
 // The head of an upstream response, with the body still on the connection.

@@ -13,6 +13,7 @@
 #include <boost/beast/http/write.hpp>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <fcntl.h>
@@ -36,6 +37,7 @@ class ServerTest : public ::testing::Test {
     opts.port = 0;
     opts.io_timeout = 2s;
     opts.header_limit = 4096;
+    opts.body_limit = 1024 * 1024;
     m_server = std::make_unique<Server>(m_ioc, opts, [this](Exchange& ex) { return handle(ex); });
     m_endpoint = m_server->listen();
     m_server->start();
@@ -72,6 +74,42 @@ class ServerTest : public ::testing::Test {
       res.content_length(m_file_length);
       co_await ex.write_head(res);
       co_await ex.write_file(m_file_fd, 7, m_file_length);
+      co_return;
+    }
+    if (target == "/file-with-head" || target == "/small-file-with-head") {
+      // The same through write_head_and_file: the small span goes out with
+      // the head in one write, the large one with sendfile.
+      const std::uint64_t length = target == "/file-with-head" ? m_file_length : 100;
+      HeadResponse res{bhttp::status::ok, 11};
+      res.content_length(length);
+      co_await ex.write_head_and_file(res, m_file_fd, 7, length);
+      co_return;
+    }
+    if (target == "/count-body") {
+      // Streams the body through a small window: "<bytes> <sum of bytes>".
+      std::array<std::byte, 1000> window;
+      std::uint64_t bytes = 0;
+      std::uint64_t sum = 0;
+      for (;;) {
+        auto n = co_await ex.read_body_some(window);
+        if (!n) {
+          co_await ex.respond(StringResponse{bhttp::status::bad_request, 11});
+          co_return;
+        }
+        if (*n == 0) break;
+        bytes += *n;
+        for (std::size_t i = 0; i < *n; ++i) sum += static_cast<unsigned char>(window[i]);
+      }
+      StringResponse res{bhttp::status::ok, 11};
+      res.body() = std::to_string(bytes) + " " + std::to_string(sum);
+      co_await ex.respond(std::move(res));
+      co_return;
+    }
+    if (target == "/whole-body") {
+      auto read = co_await ex.read_body();
+      StringResponse res{read ? bhttp::status::ok : bhttp::status::payload_too_large, 11};
+      res.body() = read ? std::to_string(ex.request().body().size()) : read.error().message();
+      co_await ex.respond(std::move(res));
       co_return;
     }
     if (target == "/slow") {
@@ -132,7 +170,67 @@ TEST_F(ServerTest, WriteFileSendsTheRequestedSpan) {
   EXPECT_EQ(res.body(), content.substr(7, m_file_length));
   // The connection stays usable after sendfile.
   EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/x", buf).body(), "you asked for /x");
+  res = roundtrip(s, bhttp::verb::get, "/file-with-head", buf);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), content.substr(7, m_file_length));
+  res = roundtrip(s, bhttp::verb::get, "/small-file-with-head", buf);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), content.substr(7, 100));
+  EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/x", buf).body(), "you asked for /x");
   ::close(m_file_fd);
+}
+
+// A POST with `body`, Content-Length or chunked (in pieces of 10000 bytes).
+bhttp::response<bhttp::string_body> post(tcp::socket& s, const std::string& target, const std::string& body,
+                                         bool chunked, beast::flat_buffer& buf) {
+  std::string head = "POST " + target + " HTTP/1.1\r\nHost: test\r\n";
+  head += chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  net::write(s, net::buffer(head));
+  for (std::size_t pos = 0; pos < body.size(); pos += 10000) {
+    const auto piece = body.substr(pos, 10000);
+    if (!chunked) {
+      net::write(s, net::buffer(piece));
+      continue;
+    }
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+    net::write(s, net::buffer(std::string(size) + piece + "\r\n"));
+  }
+  if (chunked) net::write(s, net::buffer(std::string("0\r\n\r\n")));
+  bhttp::response_parser<bhttp::string_body> parser;
+  bhttp::read(s, buf, parser);
+  return parser.release();
+}
+
+TEST_F(ServerTest, RequestBodiesStreamToTheHandlerInPieces) {
+  std::string body(3 * 1024 * 1024 + 5, '\0');  // more than body_limit: streaming has no cap
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    body[i] = static_cast<char>(i * 31 % 251);
+    sum += static_cast<unsigned char>(body[i]);
+  }
+  const std::string want = std::to_string(body.size()) + " " + std::to_string(sum);
+  auto s = connect();
+  beast::flat_buffer buf;
+  for (const bool chunked : {false, true}) {
+    auto res = post(s, "/count-body", body, chunked, buf);
+    EXPECT_EQ(res.result_int(), 200u);
+    EXPECT_EQ(res.body(), want) << "chunked=" << chunked;
+    EXPECT_TRUE(res.keep_alive());  // the body was read to its end
+  }
+  // Read whole (for bodies hubcache parses): bounded by body_limit.
+  EXPECT_EQ(post(s, "/whole-body", body.substr(0, 1000), false, buf).body(), "1000");
+  auto big = post(s, "/whole-body", body, false, buf);
+  EXPECT_EQ(big.result_int(), 413u);
+  EXPECT_FALSE(big.keep_alive());
+}
+
+TEST_F(ServerTest, AnUnreadRequestBodyClosesTheConnection) {
+  auto s = connect();
+  beast::flat_buffer buf;
+  auto res = post(s, "/x", std::string(5000, 'b'), false, buf);
+  EXPECT_EQ(res.body(), "you asked for /x");
+  EXPECT_FALSE(res.keep_alive());
 }
 
 TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {

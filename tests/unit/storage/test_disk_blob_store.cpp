@@ -192,6 +192,45 @@ TEST_F(DiskBlobStoreTest, EvictsLeastRecentlyUsedFirst) {
   EXPECT_EQ(m_store->usage().blobs, 3u);
 }
 
+// Descriptors of this process whose target contains `needle`.
+std::size_t open_descriptors(const std::string& needle) {
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const auto target = fs::read_symlink(e.path(), ec);
+    if (!ec && target.string().find(needle) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+TEST_F(DiskBlobStoreTest, EvictionClosesTheCachedDescriptor) {
+  open_store(2 * k_block);
+  const auto a = put(filler(4000, 'a'));
+  EXPECT_EQ(read_all(*open_blob(a)), filler(4000, 'a'));  // its descriptor stays cached
+  EXPECT_EQ(open_descriptors(a.hex()), 1u);
+  put(filler(4000, 'b'));
+  put(filler(4000, 'c'));  // evicts a
+  EXPECT_FALSE(fs::exists(blob_file(a)));
+  EXPECT_EQ(open_descriptors(a.hex()), 0u);  // its space is really free
+  auto gone = test::run(m_ioc, m_store->open(a));
+  ASSERT_TRUE(gone.has_value());
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST_F(DiskBlobStoreTest, CachedDescriptorsAreBounded) {
+  std::vector<std::pair<core::Sha256, std::string>> blobs;
+  for (int i = 0; i < 200; ++i) {
+    std::string data = "blob " + std::to_string(i);
+    blobs.emplace_back(put(data), data);
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& [key, data] : blobs) EXPECT_EQ(read_all(*open_blob(key)), data);
+  }
+  const std::size_t cached = open_descriptors((root() / "blobs").string());
+  EXPECT_GT(cached, 0u);
+  EXPECT_LE(cached, 128u);
+}
+
 TEST_F(DiskBlobStoreTest, NeverEvictsAPinnedBlob) {
   open_store(2 * k_block);
   const std::string data_a = filler(4000, 'a');
@@ -275,6 +314,22 @@ TEST_F(DiskBlobStoreTest, OpenIsRememberedAcrossRestart) {
   set_atime(blob_file(b), 2000);
   open_blob(a).reset();  // refreshes a's access time on the pool
   drain_pool();
+
+  open_store(k_block);
+  EXPECT_TRUE(fs::exists(blob_file(a)));
+  EXPECT_FALSE(fs::exists(blob_file(b)));
+}
+
+TEST_F(DiskBlobStoreTest, BatchedOpensAreRememberedAcrossRestart) {
+  const auto a = put(filler(4000, 'a'));
+  const auto b = put(filler(4000, 'b'));
+  open_blob(b).reset();
+  drain_pool();
+  set_atime(blob_file(a), 1000);
+  set_atime(blob_file(b), 2000);
+  // Within a second of the last one, this open's access time may only be
+  // queued; closing the store persists what is queued.
+  open_blob(a).reset();
 
   open_store(k_block);
   EXPECT_TRUE(fs::exists(blob_file(a)));

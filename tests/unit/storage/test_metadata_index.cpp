@@ -1,6 +1,7 @@
 #include <hubcache/storage/metadata_index.hpp>
 #include <hubcache/util/hash.hpp>
 
+#include "storage/lru_map.hpp"
 #include "test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -81,6 +82,32 @@ TEST_F(MetadataIndexTest, PutReplacesTheRecord) {
   expect_same(**got, record("etag-2", 'b'));
 }
 
+TEST_F(MetadataIndexTest, PutReplacesARecordAlreadyReadIntoMemory) {
+  ASSERT_TRUE(m_index->put(key("a.bin"), record("etag-1", 'a')));
+  m_index.reset();
+  m_index = make_disk_metadata_index(dir());
+  ASSERT_TRUE(m_index->get(key("a.bin"))->has_value());  // read from disk, now in memory
+  ASSERT_TRUE(m_index->blob_for_etag("etag-1")->has_value());
+  ASSERT_TRUE(m_index->put(key("a.bin"), record("etag-2", 'b')));
+  expect_same(**m_index->get(key("a.bin")), record("etag-2", 'b'));
+  EXPECT_EQ(**m_index->blob_for_etag("etag-2"), record("etag-2", 'b').sha256);
+}
+
+TEST(LruMap, ForgetsTheLeastRecentlyUsedWhenFull) {
+  detail::LruMap<int> map(2);
+  map.put("a", 1);
+  map.put("b", 2);
+  EXPECT_EQ(map.get("a"), 1);  // a is now more recent than b
+  map.put("c", 3);
+  EXPECT_EQ(map.size(), 2u);
+  EXPECT_FALSE(map.get("b"));
+  EXPECT_EQ(map.get("a"), 1);
+  EXPECT_EQ(map.get("c"), 3);
+  map.put("a", 10);  // replacing does not grow the map
+  EXPECT_EQ(map.size(), 2u);
+  EXPECT_EQ(map.get("a"), 10);
+}
+
 TEST_F(MetadataIndexTest, KeysAreDistinguishedByEveryField) {
   // Same concatenation ("modela/b..."), different split between fields.
   const FileKey left = {"model", "a/b", k_commit, "c", "resolve"};
@@ -124,6 +151,10 @@ TEST_F(MetadataIndexTest, CorruptRecordIsTreatedAsAbsent) {
   ASSERT_EQ(files.size(), 1u);
   const fs::path path = files[0];
   const std::string original = slurp(path);
+  // A fresh index, so every get() below reads the file (a running index keeps
+  // records it wrote or read in memory).
+  m_index.reset();
+  m_index = make_disk_metadata_index(dir());
 
   // A well-formed record of another key, as a hash collision would leave it.
   const fs::path elsewhere = m_dir.path() / "elsewhere";
@@ -179,7 +210,10 @@ TEST_F(MetadataIndexTest, EtagMapsToBlob) {
   EXPECT_FALSE(blob->has_value());
 
   // A mapping file holding another etag (as a hash collision would) is
-  // absent. Layout: etags/<aa>/<sha256 of the etag>.json.
+  // absent. Layout: etags/<aa>/<sha256 of the etag>.json. Reopened first: a
+  // running index keeps recent mappings in memory and never re-reads them.
+  m_index.reset();
+  m_index = make_disk_metadata_index(dir());
   auto etag_file = [&](const std::string& etag) {
     util::Sha256Hasher hasher;
     hasher.update(etag);
@@ -194,6 +228,8 @@ TEST_F(MetadataIndexTest, EtagMapsToBlob) {
 
   // A corrupt mapping is absent, not an error.
   for (const auto& path : json_files(dir() / "etags")) std::ofstream(path, std::ios::trunc) << "{\"etag\":";
+  m_index.reset();
+  m_index = make_disk_metadata_index(dir());
   blob = m_index->blob_for_etag(lfs.etag);
   ASSERT_TRUE(blob.has_value());
   EXPECT_FALSE(blob->has_value());

@@ -9,6 +9,9 @@
 #include <boost/asio/strand.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include <fstream>
 #include <vector>
 
@@ -82,6 +85,47 @@ TEST_F(HttpClientTest, ContentLengthBodyReadInSmallPieces) {
   EXPECT_EQ(r.status, 200u);
   EXPECT_EQ(r.content_length, 1000u);
   EXPECT_EQ(r.body, body);
+}
+
+TEST_F(HttpClientTest, StreamsARequestBodyFromItsSourceWithLengthOrChunked) {
+  std::string payload(700 * 1024 + 3, '\0');
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>('a' + i * 7 % 26);
+  for (const bool known_length : {true, false}) {
+    TestServer server([](const auto&) { return Reply{http_response(201, "stored")}; });
+    auto c = client();
+    Request put = make_request(server.url("/upload"), http::verb::put);
+    // Uneven pieces, never more than the source is asked for.
+    std::size_t pos = 0;
+    std::size_t calls = 0;
+    put.body_source = [&](std::span<std::byte> buf) -> net::awaitable<result<std::size_t>> {
+      const std::size_t n = std::min({buf.size(), payload.size() - pos, std::size_t{1000} + calls++ * 4096});
+      std::memcpy(buf.data(), payload.data() + pos, n);
+      pos += n;
+      co_return n;
+    };
+    if (known_length) put.body_length = payload.size();
+    const Fetched r = test::run(m_ioc, fetch(*c, std::move(put)));
+    ASSERT_FALSE(r.error) << r.error.message();
+    EXPECT_EQ(r.status, 201u);
+    EXPECT_EQ(r.body, "stored");
+    const auto seen = server.last_request();
+    EXPECT_EQ(seen.method(), http::verb::put);
+    EXPECT_TRUE(seen.body() == payload) << "known_length=" << known_length << ", got " << seen.body().size() << " bytes";
+    EXPECT_EQ(seen.chunked(), !known_length);
+    if (known_length) EXPECT_EQ(seen[http::field::content_length], std::to_string(payload.size()));
+  }
+}
+
+TEST_F(HttpClientTest, AFailingBodySourceEndsTheRequestWithItsError) {
+  TestServer server([](const auto&) { return Reply{http_response(201, "stored")}; });
+  auto c = client();
+  Request put = make_request(server.url("/upload"), http::verb::put);
+  put.body_source = [](std::span<std::byte>) -> net::awaitable<result<std::size_t>> {
+    co_return make_error_code(errc::bad_request);
+  };
+  put.body_length = 10;
+  const Fetched r = test::run(m_ioc, fetch(*c, std::move(put)));
+  EXPECT_EQ(r.error, make_error_code(errc::bad_request));
 }
 
 TEST_F(HttpClientTest, SendsHostUserAgentAndContentLength) {
