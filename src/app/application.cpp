@@ -90,7 +90,7 @@ Stores make_stores(const config::Config& cfg, net::io_context& io, net::thread_p
   tiers.replica_id = std::string(host) + "/" + std::to_string(::getpid());
   tiers.leases = cfg.gcs_lease_wait.count() > 0;
   tiers.lease_wait = cfg.gcs_lease_wait;
-  spdlog::info("blob store: {} with GCS bucket {}", cfg.cache_dir_given ? "disk L1 in front of" : "disk staging for",
+  spdlog::info("blob store: {} GCS bucket {}", cfg.cache_dir_given ? "disk L1 in front of" : "disk only staging for",
                cfg.gcs_bucket);
   out.blobs = storage::make_tiered_blob_store(std::move(out.blobs), l2, tiers, io.get_executor());
   out.index = storage::make_gcs_mirrored_index(std::move(out.index), l2, breaker, {}, io.get_executor(), blocking);

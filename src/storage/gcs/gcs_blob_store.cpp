@@ -310,7 +310,7 @@ class GcsBlobWriter final : public BlobWriter {
       };
       co_return co_await util::run_blocking(state->pool, std::move(job));
     };
-    const auto md5_read = [&md5] { return md5; };
+    const std::function<std::string()> md5_read = [&md5] { return md5; };
     co_return co_await upload_blob(*m_state, key, m_expected.size, md5, read, md5_read);
   }
 
@@ -430,8 +430,9 @@ class GcsStoreImpl final : public GcsBlobStore {
       }
       co_return chunk;
     };
-    const auto md5_read = [&md5] { return md5.finish(); };
-    co_return co_await upload_blob(*m_state, key, source.size(), std::string(), read, md5_read);
+    const std::function<std::string()> md5_read = [&md5] { return md5.finish(); };
+    const std::string no_md5_ahead;
+    co_return co_await upload_blob(*m_state, key, source.size(), no_md5_ahead, read, md5_read);
   }
 
   net::awaitable<result<std::optional<GcsObject>>> read_object(std::string name) override {
