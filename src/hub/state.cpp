@@ -87,7 +87,8 @@ net::awaitable<void> HubState::saw_public_commit(core::RepoType type, const std:
 
 net::awaitable<bool> HubState::commit_was_public(core::RepoType type, const std::string& repo,
                                                  const std::string& commit) {
-  co_return (co_await get_document(public_key(type, repo) + "commit:" + commit)).has_value();
+  std::string key = public_key(type, repo) + "commit:" + commit;
+  co_return (co_await get_document(std::move(key))).has_value();
 }
 
 bool HubState::public_now(core::RepoType type, const std::string& repo, Access access) const {

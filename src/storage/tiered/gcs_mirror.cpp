@@ -121,7 +121,9 @@ class MirroredIndex final : public MetadataIndex {
   net::awaitable<result<std::optional<FileRecord>>> get(FileKey key) override {
     auto local = co_await m_local->get(key);
     if (!local || *local) co_return std::move(local);
-    auto text = co_await m_mirror->fetch("index/files/" + index_record_id(key));
+    // Object names are built before the co_await, never as temporaries inside it.
+    std::string name = "index/files/" + index_record_id(key);
+    auto text = co_await m_mirror->fetch(std::move(name));
     if (!text) co_return std::move(local);
     auto record = decode_index_record(key, *text);
     if (!record) {
@@ -151,7 +153,8 @@ class MirroredIndex final : public MetadataIndex {
   net::awaitable<result<std::optional<core::Sha256>>> blob_for_etag(std::string etag) override {
     auto local = co_await m_local->blob_for_etag(etag);
     if (!local || *local) co_return std::move(local);
-    auto text = co_await m_mirror->fetch("index/etags/" + etag_id(etag));
+    std::string name = "index/etags/" + etag_id(etag);
+    auto text = co_await m_mirror->fetch(std::move(name));
     if (!text) co_return std::move(local);
     co_return decode_etag_mapping(etag, *text);
   }
@@ -169,7 +172,8 @@ class MirroredDocuments final : public DocumentStore {
   net::awaitable<result<std::optional<std::string>>> get(std::string key) override {
     auto local = co_await m_local->get(key);
     if (!local || *local) co_return std::move(local);
-    auto text = co_await m_mirror->fetch("docs/" + document_id(key));
+    std::string name = "docs/" + document_id(key);
+    auto text = co_await m_mirror->fetch(std::move(name));
     if (!text) co_return std::move(local);
     auto value = decode_document(key, *text);
     if (!value) {

@@ -152,7 +152,8 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
                    doc.is_object() ? doc.value("holder", std::string("?")) : std::string("?"));
       if_generation = (*current)->generation;
     }
-    auto written = co_await l2->write_object(name, lease_body(options.replica_id, options.lease_ttl), if_generation);
+    std::string body = lease_body(options.replica_id, options.lease_ttl);
+    auto written = co_await l2->write_object(name, std::move(body), if_generation);
     if (!written) co_return written.error();
     if (!*written) co_return std::optional<LeasePtr>();  // someone else was faster
     auto lease = std::make_shared<Lease>(executor, name, **written);
@@ -166,8 +167,8 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
       lease->timer.expires_after(period);
       co_await lease->timer.async_wait(net::as_tuple(net::use_awaitable));
       if (lease->released) break;
-      auto written = co_await self->l2->write_object(
-          lease->name, lease_body(self->options.replica_id, self->options.lease_ttl), lease->generation);
+      std::string body = lease_body(self->options.replica_id, self->options.lease_ttl);
+      auto written = co_await self->l2->write_object(lease->name, std::move(body), lease->generation);
       if (written && *written) {
         lease->generation = **written;
       } else if (written) {
