@@ -65,7 +65,8 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
     co_return std::move((*got)->data);
   }
 
-  // Writes the object in the background (last write wins).
+  // Writes the object in the background. Two writes of one entry in flight at
+  // once may land in either order: entries are caches that upstream refreshes.
   void push(std::string name, std::string data) {
     forget_missing(name);
     if (m_pending.fetch_add(1) >= k_mirror_max_pending) {
