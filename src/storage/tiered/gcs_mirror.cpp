@@ -65,6 +65,24 @@ class Mirror : public std::enable_shared_from_this<Mirror> {
     co_return std::move((*got)->data);
   }
 
+  // On a local miss: GCS object `name`, decoded by `decode` (nullopt for a
+  // malformed or foreign object, logged) and kept locally by `keep` on the
+  // blocking pool, so the next lookup is local. nullopt when GCS has nothing.
+  template <class T, class Decode, class Keep>
+  net::awaitable<std::optional<T>> read_through(std::string name, Decode decode, Keep keep) {
+    auto text = co_await fetch(name);
+    if (!text) co_return std::nullopt;
+    std::optional<T> value = decode(*text);
+    if (!value) {
+      spdlog::warn("gcs: ignoring the malformed or foreign object {}", name);
+      co_return std::nullopt;
+    }
+    auto job = [keep = std::move(keep), v = *value] { return keep(v); };
+    auto kept = co_await util::run_blocking(blocking, std::move(job));
+    if (!kept) spdlog::warn("could not keep {} from GCS locally: {}", name, kept.error().message());
+    co_return value;
+  }
+
   // Writes the object in the background. Two writes of one entry in flight at
   // once may land in either order: entries are caches that upstream refreshes.
   void push(std::string name, std::string data) {
@@ -122,20 +140,12 @@ class MirroredIndex final : public MetadataIndex {
   net::awaitable<result<std::optional<FileRecord>>> get(FileKey key) override {
     auto local = co_await m_local->get(key);
     if (!local || *local) co_return std::move(local);
-    // Object names are built before the co_await, never as temporaries inside it.
+    // Names and callables are built before the co_await, never as temporaries inside it.
     std::string name = "index/files/" + index_record_id(key);
-    auto text = co_await m_mirror->fetch(std::move(name));
-    if (!text) co_return std::move(local);
-    auto record = decode_index_record(key, *text);
-    if (!record) {
-      spdlog::warn("gcs: ignoring a malformed or foreign index record for {} {}", key.repo, key.path);
-      co_return std::move(local);
-    }
-    // Kept locally (off the I/O thread), so the next lookup is local.
-    auto* index = m_local.get();
-    auto job = [index, key, rec = *record] { return index->put(key, rec); };
-    auto kept = co_await util::run_blocking(m_mirror->blocking, std::move(job));
-    if (!kept) spdlog::warn("could not keep the index record of {} {}: {}", key.repo, key.path, kept.error().message());
+    auto decode = [&key](std::string_view text) { return decode_index_record(key, text); };
+    auto keep = [index = m_local.get(), key](const FileRecord& rec) { return index->put(key, rec); };
+    auto record = co_await m_mirror->read_through<FileRecord>(std::move(name), decode, keep);
+    if (!record) co_return std::move(local);
     co_return std::move(record);
   }
 
@@ -174,17 +184,10 @@ class MirroredDocuments final : public DocumentStore {
     auto local = co_await m_local->get(key);
     if (!local || *local) co_return std::move(local);
     std::string name = "docs/" + document_id(key);
-    auto text = co_await m_mirror->fetch(std::move(name));
-    if (!text) co_return std::move(local);
-    auto value = decode_document(key, *text);
-    if (!value) {
-      spdlog::warn("gcs: ignoring a malformed or foreign document {}", document_id(key));
-      co_return std::move(local);
-    }
-    auto* docs = m_local.get();
-    auto job = [docs, key, v = *value] { return docs->put(key, v); };
-    auto kept = co_await util::run_blocking(m_mirror->blocking, std::move(job));
-    if (!kept) spdlog::warn("could not keep a document from GCS: {}", kept.error().message());
+    auto decode = [&key](std::string_view text) { return decode_document(key, text); };
+    auto keep = [docs = m_local.get(), key](const std::string& value) { return docs->put(key, value); };
+    auto value = co_await m_mirror->read_through<std::string>(std::move(name), decode, keep);
+    if (!value) co_return std::move(local);
     co_return std::move(value);
   }
 
