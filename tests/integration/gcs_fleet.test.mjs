@@ -189,6 +189,27 @@ test("replica B with an empty disk serves the blob and the whole snapshot with z
 const LEASE_TODO = process.env.HUBCACHE_FILL_HANDLES_BLOB_AVAILABLE ? false
   : "needs the fill engine to open the blob on errc::blob_available (today the waiting replica answers 500)";
 
+test("GCS-only replica (no --cache-dir): serves from GCS without copying to disk; its own fills reach GCS", { skip, timeout: 90000 }, async () => {
+  const xdg = await tmpDir("xdg-");
+  const g = await fleet.start({ name: "G (GCS only)", noCacheDir: true, env: { XDG_CACHE_HOME: xdg } });
+  await withLogsOf([g], async () => {
+    assert.match(g.hc.logs(), /disk only staging for GCS bucket/, "GCS-only mode chosen");
+    await fake.idle();
+    fake.reset();
+    await getFile(g.hc.url, `/${REPO}/resolve/main/big.bin`, tiny.files["big.bin"], "G big.bin");
+    await fake.idle();
+    assert.equal(fake.stats().cdn.requests, 0, "G served big.bin from GCS");
+    const blobsDir = path.join(xdg, "hubcache", "blobs");
+    const onDisk = fs.existsSync(blobsDir) ? fs.readdirSync(blobsDir, { recursive: true }).filter((n) => /^[0-9a-f]{2}\/[0-9a-f]{64}$/.test(n)) : [];
+    assert.deepEqual(onDisk, [], "a GCS hit is not copied to disk in the GCS-only mode");
+    // A file nobody pulled yet (the dataset's LFS file is left for the lease test): G fills it from the Hub
+    // and uploads it.
+    const readme = fake.repos[DS].files["README.md"];
+    await getFile(g.hc.url, `/datasets/${DS}/resolve/main/README.md`, readme, "G dataset README");
+    await waitForBlobs([readme.sha256], "G");
+  });
+});
+
 test("two replicas missing the same LFS file at once pull it from the CDN once (lease)", { skip, todo: LEASE_TODO, timeout: 90000 }, async () => {
   const d = await startReplica("D");
   const e = await startReplica("E");

@@ -72,8 +72,11 @@ struct Config {
   // else the metadata server / Workload Identity).
   std::string gcs_credentials;
   // gcs_lease_wait: longest a fill waits for another replica that is filling
-  // the same LFS blob before pulling it too; 0 = no leases.
-  std::chrono::milliseconds gcs_lease_wait{120'000};
+  // the same LFS blob before pulling it too; 0 = no leases. 20 s: the
+  // waiting replica's clients already have their headers (after 3 s) and
+  // wait for bytes at most twice upstream_timeout (60 s by default), so the
+  // wait plus a fill's first bytes must stay well below that.
+  std::chrono::milliseconds gcs_lease_wait{20'000};
   // Not a key: whether cache_dir was given (file, env or flag) rather than
   // defaulted; it chooses between the GCS-only and the L1/L2 mode.
   bool cache_dir_given = false;

@@ -66,8 +66,9 @@ struct TieredOptions {
   // A lease's lifetime; renewed every third of it while its fill runs.
   // Replicas' clocks must agree to well within this (NTP does).
   std::chrono::milliseconds lease_ttl{30'000};
-  // Longest create() waits for another replica's fill before filling too.
-  std::chrono::milliseconds lease_wait{120'000};
+  // Longest create() waits for another replica's fill before filling too
+  // (the caller's clients wait meanwhile; see config gcs_lease_wait).
+  std::chrono::milliseconds lease_wait{20'000};
   // false: no leases (every replica fills what it misses).
   bool leases = true;
 };

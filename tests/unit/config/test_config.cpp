@@ -94,7 +94,7 @@ TEST(ConfigDefaults, NoSourcesGiveTheDocumentedDefaults) {
   EXPECT_EQ(c.gcs_prefix, "");
   EXPECT_EQ(c.gcs_endpoint, "");
   EXPECT_EQ(c.gcs_credentials, "");
-  EXPECT_EQ(c.gcs_lease_wait, milliseconds(120'000));
+  EXPECT_EQ(c.gcs_lease_wait, milliseconds(20'000));
   EXPECT_FALSE(c.cache_dir_given);
 }
 
