@@ -252,8 +252,9 @@ class TieredWriter final : public BlobWriter {
   bool m_queued = false;
 };
 
-// An L2 reader that copies what a sequential reader reads into an L1 writer,
-// and commits it in the background once every byte went through.
+// An L2 reader that reports failures to the breaker and, given an L1 writer
+// (`copy`, may be null), copies what a sequential reader reads into it and
+// commits it in the background once every byte went through.
 class TeeReader final : public BlobReader {
  public:
   TeeReader(std::shared_ptr<Tiers> tiers, BlobReaderPtr source, BlobWriterPtr copy)
@@ -264,6 +265,7 @@ class TeeReader final : public BlobReader {
 
   net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
     auto n = co_await m_source->read_at(offset, buf);
+    if (!n) m_tiers->l2_failed("read", n.error());  // the client's retry then goes upstream
     if (!n || !m_copy) co_return n;
     const std::uint64_t have = m_copy->written();
     if (offset > have) {
@@ -313,11 +315,13 @@ class TieredStore final : public TieredBlobStore {
     }
     if (!*remote) co_return std::move(remote);
     ++m_tiers->counters.l2_hits;
-    if (m_tiers->options.promote == Promote::no) co_return std::move(remote);
-    const ExpectedContent expected{(**remote)->size(), key, std::nullopt};
-    auto copy = co_await m_tiers->l1->create(expected);
-    if (!copy) co_return std::move(remote);  // no room on disk: serve from GCS only
-    BlobReaderPtr tee = std::make_unique<TeeReader>(m_tiers, std::move(**remote), std::move(*copy));
+    BlobWriterPtr copy;  // stays null without promotion, or without room on disk
+    if (m_tiers->options.promote == Promote::yes) {
+      const ExpectedContent expected{(**remote)->size(), key, std::nullopt};
+      auto created = co_await m_tiers->l1->create(expected);
+      if (created) copy = std::move(*created);
+    }
+    BlobReaderPtr tee = std::make_unique<TeeReader>(m_tiers, std::move(**remote), std::move(copy));
     co_return std::optional<BlobReaderPtr>(std::move(tee));
   }
 
