@@ -151,7 +151,7 @@ TEST_F(GcsMirrorTest, GcsOutageIsAMissNotAnError) {
   EXPECT_EQ(r.breaker->failures(), 1u);
   EXPECT_FALSE(r.breaker->usable());
   // Local writes still work, and are served locally.
-  put_record(r, key, file_record("abc", 'r'));
+  put_record(r, key, file_record("abc", 'e'));
   auto again = test::run(m_ioc, r.index->get(key));
   ASSERT_TRUE(again && *again);
   auto doc = test::run(m_ioc, r.docs->get("anything"));
