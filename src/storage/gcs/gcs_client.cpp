@@ -211,16 +211,26 @@ net::awaitable<std::error_code> Client::unexpected(upstream::Response& response,
   co_return make_error_code(errc::storage_io);
 }
 
-net::awaitable<result<std::optional<ObjectInfo>>> Client::get_object(const std::string& name) const {
-  const upstream::Request request{http::verb::get, url(object_target(name)), {}, {}};
+net::awaitable<result<std::optional<upstream::ResponsePtr>>> Client::get_found(const std::string& target,
+                                                                               const std::string& what) const {
+  const upstream::Request request{http::verb::get, url(target), {}, {}};
   auto response = co_await send(request);
   if (!response) co_return response.error();
   if ((*response)->status() == 404) {
     co_await discard_body(**response);
-    co_return std::nullopt;
+    co_return std::optional<upstream::ResponsePtr>();
   }
-  if ((*response)->status() != 200) co_return co_await unexpected(**response, "get " + name);
-  auto info = co_await read_object_resource(**response, "get " + name);
+  if ((*response)->status() != 200) co_return co_await unexpected(**response, what);
+  co_return std::optional<upstream::ResponsePtr>(std::move(*response));
+}
+
+net::awaitable<result<std::optional<ObjectInfo>>> Client::get_object(const std::string& name) const {
+  const std::string what = "get " + name;
+  const std::string target = object_target(name);
+  auto response = co_await get_found(target, what);
+  if (!response) co_return response.error();
+  if (!*response) co_return std::nullopt;
+  auto info = co_await read_object_resource(***response, what);
   if (!info) co_return info.error();
   co_return std::optional<ObjectInfo>(std::move(*info));
 }
@@ -358,21 +368,19 @@ net::awaitable<result<std::optional<ObjectInfo>>> Client::write_small(const std:
 
 net::awaitable<result<std::optional<Client::SmallObject>>> Client::read_small(const std::string& name,
                                                                               std::size_t limit) const {
-  const upstream::Request request{http::verb::get, url(object_target(name) + "?alt=media"), {}, {}};
-  auto response = co_await send(request);
-  if (!response) co_return response.error();
-  if ((*response)->status() == 404) {
-    co_await discard_body(**response);
-    co_return std::nullopt;
-  }
-  if ((*response)->status() != 200) co_return co_await unexpected(**response, "read " + name);
+  const std::string target = object_target(name) + "?alt=media";
+  const std::string what = "read " + name;
+  auto found = co_await get_found(target, what);
+  if (!found) co_return found.error();
+  if (!*found) co_return std::nullopt;
+  upstream::ResponsePtr response = std::move(**found);
   SmallObject out;
-  const auto generation = (*response)->headers().find("x-goog-generation");
-  if (generation != (*response)->headers().end()) {
+  const auto generation = response->headers().find("x-goog-generation");
+  if (generation != response->headers().end()) {
     const auto text = generation->value();
     std::from_chars(text.data(), text.data() + text.size(), out.generation);
   }
-  auto body = co_await (*response)->read_all(limit);
+  auto body = co_await response->read_all(limit);
   if (!body) co_return to_storage_error(body.error());
   out.data = std::move(*body);
   co_return std::optional<SmallObject>(std::move(out));

@@ -106,6 +106,10 @@ class Client {
   // One request with token and retries; returns the first answer that is
   // not retried (whatever its status) or the last failure.
   net::awaitable<result<upstream::ResponsePtr>> send(const upstream::Request& request, Retry retry = Retry::yes) const;
+  // GET `target`: the response when it is 200, nullopt on 404; any other
+  // status is logged as `what` and returned as errc::storage_io.
+  net::awaitable<result<std::optional<upstream::ResponsePtr>>> get_found(const std::string& target,
+                                                                         const std::string& what) const;
   // Logs an unexpected answer (status and GCS's message) as `what`; returns
   // errc::storage_io.
   net::awaitable<std::error_code> unexpected(upstream::Response& response, const std::string& what) const;
