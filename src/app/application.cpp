@@ -4,7 +4,10 @@
 #include <hubcache/hub/service.hpp>
 #include <hubcache/storage/disk_blob_store.hpp>
 #include <hubcache/storage/document_store.hpp>
+#include <hubcache/storage/gcs_blob_store.hpp>
+#include <hubcache/storage/gcs_mirror.hpp>
 #include <hubcache/storage/metadata_index.hpp>
+#include <hubcache/storage/tiered_blob_store.hpp>
 #include <hubcache/upstream/http_client.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -16,6 +19,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <unistd.h>
 
 #include <csignal>
 #include <iostream>
@@ -33,11 +38,66 @@ namespace net = boost::asio;
 // fills commit at once without letting disk work starve the I/O threads.
 constexpr int k_blocking_threads = 4;
 
+// After a GCS failure, how long GCS is skipped: long against GCS's ~3 s retry
+// budget per request (each miss would pay it), short against an outage.
+constexpr std::chrono::milliseconds k_gcs_cooldown{30'000};
+
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("hubcache");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+}
+
+struct Stores {
+  std::unique_ptr<storage::BlobStore> blobs;
+  std::unique_ptr<storage::MetadataIndex> index;
+  std::unique_ptr<storage::DocumentStore> docs;
+};
+
+// The stores the configuration asks for: disk only; disk (L1) in front of
+// GCS (L2) when both cache_dir and gcs_bucket are given; GCS with the disk
+// under the default cache_dir only staging fills when just the bucket is
+// (GCS hits are not copied to disk; docs/gcs.md). With GCS, the metadata
+// index and documents are mirrored to the bucket too. GCS HTTP runs on `io`.
+Stores make_stores(const config::Config& cfg, net::io_context& io, net::thread_pool& blocking,
+                   const std::string& version, const std::vector<std::string>& env) {
+  Stores out{storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking),
+             storage::make_disk_metadata_index(cfg.cache_dir / "index"),
+             storage::make_disk_document_store(cfg.cache_dir / "docs")};
+  if (cfg.gcs_bucket.empty()) return out;
+
+  storage::GcsOptions gcs;
+  gcs.bucket = cfg.gcs_bucket;
+  gcs.prefix = cfg.gcs_prefix;
+  gcs.endpoint = cfg.gcs_endpoint;
+  if (cfg.gcs_credentials == "none") {
+    gcs.credentials = storage::GcsCredentials::none;
+  } else {
+    gcs.credentials_file = cfg.gcs_credentials;  // "automatic" picks the key file when one is given
+  }
+  // Unused by the tiers (uploads read L1 directly), but the store needs one.
+  gcs.staging_dir = cfg.cache_dir / "gcs-staging";
+  gcs.http = upstream::ClientOptions::from_environment(env);
+  gcs.http.user_agent = "hubcache/" + version;
+  std::shared_ptr<storage::GcsBlobStore> l2 = storage::make_gcs_blob_store(gcs, io.get_executor(), blocking);
+
+  // One breaker for blobs and metadata: an outage is noticed once.
+  auto breaker = std::make_shared<storage::GcsBreaker>(k_gcs_cooldown);
+  storage::TieredOptions tiers;
+  tiers.breaker = breaker;
+  tiers.promote = cfg.cache_dir_given ? storage::Promote::yes : storage::Promote::no;
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  tiers.replica_id = std::string(host) + "/" + std::to_string(::getpid());
+  tiers.leases = cfg.gcs_lease_wait.count() > 0;
+  tiers.lease_wait = cfg.gcs_lease_wait;
+  spdlog::info("blob store: {} GCS bucket {}", cfg.cache_dir_given ? "disk L1 in front of" : "disk only staging for",
+               cfg.gcs_bucket);
+  out.blobs = storage::make_tiered_blob_store(std::move(out.blobs), l2, tiers, io.get_executor());
+  out.index = storage::make_gcs_mirrored_index(std::move(out.index), l2, breaker, {}, io.get_executor(), blocking);
+  out.docs = storage::make_gcs_mirrored_documents(std::move(out.docs), l2, breaker, {}, io.get_executor(), blocking);
+  return out;
 }
 
 }  // namespace
@@ -56,9 +116,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   // suspended fill coroutines, whose BlobWriters release space in the store
   // and post clean-up work to the pool.
   net::thread_pool blocking(k_blocking_threads);
-  auto store = storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking);
-  auto index = storage::make_disk_metadata_index(cfg.cache_dir / "index");
-  auto docs = storage::make_disk_document_store(cfg.cache_dir / "docs");
+  Stores stores;  // declared before ioc, built after it: GCS needs its executor
   net::io_context ioc(static_cast<int>(threads));
   // Client connections run on one single-threaded io_context per I/O thread,
   // as nginx runs one event loop per worker: a cache hit then takes no lock in
@@ -72,6 +130,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
     loop_ptrs.push_back(loops.back().get());
     loop_guards.push_back(net::make_work_guard(*loops.back()));
   }
+  stores = make_stores(cfg, ioc, blocking, version, env);
 
   // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
   upstream::ClientOptions client_options = upstream::ClientOptions::from_environment(env);
@@ -99,7 +158,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   service_options.fill.max_fills = cfg.max_fills;
   service_options.fill.connections_per_host = cfg.upstream_connections_per_host;
   service_options.fill.abandon_above = cfg.abandon_fill_above;
-  auto service = hub::make_hub_service(service_options, {client, store.get(), index.get(), docs.get(), &blocking, &ioc});
+  auto service = hub::make_hub_service(service_options, {client, stores.blobs.get(), stores.index.get(), stores.docs.get(), &blocking, &ioc});
 
   http::ServerOptions server_options;
   server_options.host = cfg.listen_host;
@@ -138,6 +197,12 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   // Let queued disk work finish while the io_context still exists to take
   // its completions; what is left is destroyed with the io_context below.
   blocking.join();
+  // Drop our references to the stores while the io_context exists: the GCS
+  // store's pooled connections are sockets of this io_context and must close
+  // before it goes. Suspended coroutines keep what they use alive (readers,
+  // writers and the tiers hold the stores' shared state) until the
+  // io_context destroys them below.
+  stores = Stores{};
   spdlog::info("hubcache stopped");
   return 0;
 }

@@ -221,6 +221,45 @@ void set_upstream(Config& config, const std::string& value) { config.upstream = 
 void set_cache_dir(Config& config, const std::string& value) {
   if (value.empty()) bad("must not be empty");
   config.cache_dir = value;
+  config.cache_dir_given = true;
+}
+
+// GCS bucket naming rules: 3 to 222 characters of a-z, 0-9, '-', '_' and
+// '.', starting and ending with a letter or digit. Empty turns GCS off.
+void set_gcs_bucket(Config& config, const std::string& value) {
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!value.empty()) {
+    const bool chars_ok = std::all_of(value.begin(), value.end(),
+                                      [&](char c) { return alnum(c) || c == '-' || c == '_' || c == '.'; });
+    if (value.size() < 3 || value.size() > 222 || !chars_ok || !alnum(value.front()) || !alnum(value.back())) {
+      bad("not a GCS bucket name (3-222 of a-z 0-9 - _ ., starting and ending with a letter or digit): " +
+          quote(value));
+    }
+  }
+  config.gcs_bucket = value;
+}
+
+// A prefix names a "directory": "team/hubcache" becomes "team/hubcache/".
+void set_gcs_prefix(Config& config, const std::string& value) {
+  if (value.starts_with('/')) bad("must not start with '/', got " + quote(value));
+  if (value.find('\n') != std::string::npos || value.find('\r') != std::string::npos) bad("must not contain line breaks");
+  config.gcs_prefix = value.empty() || value.ends_with('/') ? value : value + "/";
+}
+
+void set_gcs_endpoint(Config& config, const std::string& value) {
+  config.gcs_endpoint = value.empty() ? std::string() : normalize_url(value);
+}
+
+// "none": send no credentials (an emulator, or an endpoint that
+// authenticates another way).
+void set_gcs_credentials(Config& config, const std::string& value) {
+  if (!value.empty() && value != "none") check_readable_file(value);
+  config.gcs_credentials = value;
+}
+
+void set_gcs_lease_wait(Config& config, const std::string& value) {
+  config.gcs_lease_wait = parse_duration(value);
+  if (config.gcs_lease_wait.count() < 0) bad("must not be negative, got " + quote(value));
 }
 
 void set_max_cache_size(Config& config, const std::string& value) {
@@ -401,6 +440,23 @@ const std::array k_keys{
     Key{"read_only", "BOOL", JsonKind::boolean, Scope::anywhere, set_read_only,
         [](const Config& c) { return show_bool(c.read_only); },
         "", "refuse uploads and other writes with 405 (a bare --read-only means true)"},
+    Key{"gcs_bucket", "NAME", JsonKind::string, Scope::anywhere, set_gcs_bucket,
+        [](const Config& c) { return c.gcs_bucket; },
+        "", "GCS bucket shared by replicas; with --cache-dir disk is L1 in front of it, else disk only stages"},
+    Key{"gcs_prefix", "PREFIX", JsonKind::string, Scope::anywhere, set_gcs_prefix,
+        [](const Config& c) { return c.gcs_prefix; },
+        "", "put before every GCS object name (a '/' is added)"},
+    Key{"gcs_endpoint", "URL", JsonKind::string, Scope::anywhere, set_gcs_endpoint,
+        [](const Config& c) { return c.gcs_endpoint; },
+        "$STORAGE_EMULATOR_HOST, else https://storage.googleapis.com", "GCS JSON API endpoint"},
+    Key{"gcs_credentials", "FILE", JsonKind::string, Scope::anywhere, set_gcs_credentials,
+        [](const Config& c) { return c.gcs_credentials; },
+        "automatic: $GOOGLE_APPLICATION_CREDENTIALS, else the metadata server",
+        "service-account JSON key for GCS, or none"},
+    Key{"gcs_lease_wait", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_gcs_lease_wait,
+        [](const Config& c) { return c.gcs_lease_wait.count() == 0 ? std::string("0")
+                                                                     : detail::format_duration(c.gcs_lease_wait); },
+        "", "longest a fill waits for another replica filling the same LFS file (0 = no leases)"},
 };
 // clang-format on
 

@@ -213,7 +213,7 @@ net::awaitable<void> ApiHandler::store(const ApiRoute& route, const CachedAnswer
   if (!answer.cred.empty()) {
     // Keep a shareable (anonymous) copy rather than replace it with an
     // identical one only its token may reuse.
-    if (auto doc = m_state.get_document(key)) {
+    if (auto doc = co_await m_state.get_document(key)) {
       if (auto old = decode_answer(*doc); old && old->cred.empty() && old->status == answer.status &&
                                           old->body == answer.body) {
         co_return;
@@ -223,15 +223,15 @@ net::awaitable<void> ApiHandler::store(const ApiRoute& route, const CachedAnswer
   co_await m_state.put_document(key, encode(answer));
 }
 
-bool ApiHandler::superseded(const ApiRoute& route, const CachedAnswer& answer) {
+net::awaitable<bool> ApiHandler::superseded(const ApiRoute& route, const CachedAnswer& answer) {
   // A stale revision answer must not contradict a newer branch -> commit
   // mapping learnt through another request (another expand= variant, or a
   // file request): a client would see main move back in time.
-  if (route.kind != ApiKind::info_at_revision || core::is_commit_id(route.revision)) return false;
-  auto m = m_state.mapping(route.type, route.repo, route.revision);
-  if (!m || m->fetched_at <= answer.fetched_at) return false;
+  if (route.kind != ApiKind::info_at_revision || core::is_commit_id(route.revision)) co_return false;
+  auto m = co_await m_state.mapping(route.type, route.repo, route.revision);
+  if (!m || m->fetched_at <= answer.fetched_at) co_return false;
   auto j = nlohmann::json::parse(answer.body, nullptr, false);
-  return !(j.is_object() && j.contains("sha") && j["sha"] == m->commit);
+  co_return !(j.is_object() && j.contains("sha") && j["sha"] == m->commit);
 }
 
 net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& route) {
@@ -241,7 +241,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   const auto& policy = m_state.policy();
 
   std::optional<CachedAnswer> stored;
-  if (auto doc = m_state.get_document(answer_key(route.cache_key))) stored = decode_answer(*doc);
+  if (auto doc = co_await m_state.get_document(answer_key(route.cache_key))) stored = decode_answer(*doc);
   // Who may get the stored answer: anyone when it was fetched anonymously,
   // else only the caller whose token fetched it.
   const bool usable = stored && (stored->cred.empty() || stored->cred == cred);
@@ -251,12 +251,13 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   const bool fresh = stored && (ttl == std::chrono::milliseconds::max() || age_ms(*stored) < ttl.count());
   // For serving without upstream: anonymous answers only for repos that were
   // public when last seen.
-  auto usable_offline = [&] {
-    return usable && (!stored->cred.empty() || m_state.last_known_public(route.type, route.repo, Access::metadata));
+  auto usable_offline = [&]() -> net::awaitable<bool> {
+    co_return usable &&
+        (!stored->cred.empty() || co_await m_state.last_known_public(route.type, route.repo, Access::metadata));
   };
 
   if (policy.offline) {
-    if (usable_offline()) {
+    if (co_await usable_offline()) {
       ex.set_outcome("offline");
       co_await serve(ex, *stored, fresh ? std::string_view{} : k_warning_stale);
     } else {
@@ -272,14 +273,14 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   }
   const auto swr = policy.stale_while_revalidate.count();
   if (shared_now && swr > 0 && ttl != std::chrono::milliseconds::max() && age_ms(*stored) < ttl.count() + swr &&
-      !superseded(route, *stored)) {
+      !co_await superseded(route, *stored)) {
     ex.set_outcome("stale");
     refresh_in_background(route, req);
     co_await serve(ex, *stored, k_warning_stale);
     co_return;
   }
   if (m_state.backing_off(cred)) {
-    if (usable_offline()) {
+    if (co_await usable_offline()) {
       ex.set_outcome("stale");
       co_await serve(ex, *stored, k_warning_stale);
     } else {
@@ -296,7 +297,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   const bool upstream_failed = !fetched || fetched->status >= 500 || fetched->status == 429;
   if (fetched && fetched->status == 429 && leader) m_state.back_off(fetched->headers, cred);
   if (upstream_failed) {
-    if (usable_offline()) {
+    if (co_await usable_offline()) {
       ex.set_outcome("stale");
       co_await serve(ex, *stored, k_warning_revalidation_failed);
       co_return;

@@ -54,7 +54,7 @@ class ApiHandler {
   net::awaitable<void> serve(http::Exchange& ex, const CachedAnswer& answer, std::string_view warning);
   std::chrono::milliseconds ttl_for(const ApiRoute& route, const CachedAnswer& answer) const;
   void refresh_in_background(const ApiRoute& route, const http::Request& req);
-  bool superseded(const ApiRoute& route, const CachedAnswer& answer);
+  net::awaitable<bool> superseded(const ApiRoute& route, const CachedAnswer& answer);
   net::awaitable<void> store(const ApiRoute& route, const CachedAnswer& answer);
 
   HubClient& m_hub;

@@ -119,7 +119,7 @@ class Service final : public HubService {
     std::string commit;
     if (core::is_commit_id(route.revision)) {
       commit = route.revision;
-    } else if (auto m = m_state.mapping(route.type, route.repo, route.revision);
+    } else if (auto m = co_await m_state.mapping(route.type, route.repo, route.revision);
                m && m->cred.empty() && (unix_now() - m->fetched_at) * 1000 < policy.revision_ttl.count()) {
       commit = m->commit;
     }
@@ -183,7 +183,7 @@ class Service final : public HubService {
     std::optional<core::Sha256> sha;
     if (meta.lfs) {
       sha = core::Sha256::from_hex(meta.etag);
-    } else if (auto known = m_deps.index->blob_for_etag(meta.etag); known) {
+    } else if (auto known = co_await m_deps.index->blob_for_etag(meta.etag); known) {
       sha = *known;
     }
     if (sha) {
@@ -244,7 +244,8 @@ class Service final : public HubService {
   // lacks it.
   net::awaitable<bool> serve_cached(http::Exchange& ex, const core::FileRoute& route, const std::string& commit,
                                     std::string_view warning) {
-    auto rec = m_deps.index->get(file_key(route, commit));
+    const auto fkey = file_key(route, commit);
+    auto rec = co_await m_deps.index->get(fkey);
     if (!rec || !*rec) co_return false;
     const auto& r = **rec;
     auto reader = co_await m_deps.store->open(r.sha256);
@@ -259,12 +260,12 @@ class Service final : public HubService {
   net::awaitable<bool> serve_last_known(http::Exchange& ex, const core::FileRoute& route, const std::string& cred) {
     std::string commit = route.revision;
     if (!core::is_commit_id(commit)) {
-      auto m = m_state.mapping(route.type, route.repo, route.revision);
+      auto m = co_await m_state.mapping(route.type, route.repo, route.revision);
       if (!m || !(m->cred.empty() || m->cred == cred)) co_return false;
       commit = m->commit;
     }
-    if (!m_state.last_known_public(route.type, route.repo, Access::files) ||
-        !m_state.commit_was_public(route.type, route.repo, commit)) {
+    if (!co_await m_state.last_known_public(route.type, route.repo, Access::files) ||
+        !co_await m_state.commit_was_public(route.type, route.repo, commit)) {
       co_return false;
     }
     if (!co_await serve_cached(ex, route, commit, k_warning_stale)) co_return false;
@@ -479,7 +480,7 @@ class Service final : public HubService {
   // Records (coordinates -> blob) durably, off the I/O thread. A failure only
   // costs a future upstream check, so it is logged, not returned.
   net::awaitable<void> remember(const storage::FileKey& key, const FileMeta& meta, const core::Sha256& sha) {
-    auto existing = m_deps.index->get(key);
+    auto existing = co_await m_deps.index->get(key);
     if (existing && *existing && (*existing)->sha256 == sha) co_return;
     storage::FileRecord rec{meta.etag, meta.lfs, meta.size, sha, meta.content_type};
     auto* index = m_deps.index;

@@ -69,7 +69,7 @@ net::awaitable<void> HubState::saw_refusal(core::RepoType type, const std::strin
       std::lock_guard lock(m_mutex);
       persisted = m_persisted_public.erase(key) > 0;
     }
-    if (persisted || get_document(marker_key(type, repo, a))) co_await put_document(marker_key(type, repo, a), "0");
+    if (persisted || co_await get_document(marker_key(type, repo, a))) co_await put_document(marker_key(type, repo, a), "0");
   }
 }
 
@@ -85,32 +85,34 @@ net::awaitable<void> HubState::saw_public_commit(core::RepoType type, const std:
   co_await put_document(key, std::to_string(unix_now()));
 }
 
-bool HubState::commit_was_public(core::RepoType type, const std::string& repo, const std::string& commit) {
-  return get_document(public_key(type, repo) + "commit:" + commit).has_value();
+net::awaitable<bool> HubState::commit_was_public(core::RepoType type, const std::string& repo,
+                                                 const std::string& commit) {
+  std::string key = public_key(type, repo) + "commit:" + commit;
+  co_return (co_await get_document(std::move(key))).has_value();
 }
 
 bool HubState::public_now(core::RepoType type, const std::string& repo, Access access) const {
   return m_public.is_public(access_key(type, repo, access));
 }
 
-bool HubState::last_known_public(core::RepoType type, const std::string& repo, Access access) {
-  if (public_now(type, repo, access)) return true;
-  auto doc = get_document(marker_key(type, repo, access));
-  return doc && !doc->empty() && *doc != "0";
+net::awaitable<bool> HubState::last_known_public(core::RepoType type, const std::string& repo, Access access) {
+  if (public_now(type, repo, access)) co_return true;
+  auto doc = co_await get_document(marker_key(type, repo, access));
+  co_return doc && !doc->empty() && *doc != "0";
 }
 
-std::optional<RevisionMapping> HubState::mapping(core::RepoType type, const std::string& repo,
-                                                 const std::string& revision) {
-  auto doc = get_document(mapping_key(type, repo, revision));
-  if (!doc) return std::nullopt;
-  return decode_mapping(*doc);
+net::awaitable<std::optional<RevisionMapping>> HubState::mapping(core::RepoType type, const std::string& repo,
+                                                                 const std::string& revision) {
+  auto doc = co_await get_document(mapping_key(type, repo, revision));
+  if (!doc) co_return std::nullopt;
+  co_return decode_mapping(*doc);
 }
 
 net::awaitable<void> HubState::remember_mapping(core::RepoType type, const std::string& repo,
                                                 const std::string& revision, const std::string& commit,
                                                 const std::string& cred) {
   const auto revision_ttl_s = std::chrono::duration_cast<std::chrono::seconds>(m_policy.revision_ttl).count();
-  if (auto old = mapping(type, repo, revision);
+  if (auto old = co_await mapping(type, repo, revision);
       old && old->commit == commit && old->cred == cred && unix_now() - old->fetched_at < std::max<std::int64_t>(1, revision_ttl_s)) {
     co_return;  // nothing new: spare the fsync
   }
@@ -154,10 +156,10 @@ net::awaitable<void> HubState::put_document(std::string key, std::string value) 
   if (!r) spdlog::warn("could not store a metadata record: {}", r.error().message());
 }
 
-std::optional<std::string> HubState::get_document(const std::string& key) {
-  auto r = m_docs.get(key);
-  if (!r) return std::nullopt;
-  return std::move(*r);
+net::awaitable<std::optional<std::string>> HubState::get_document(std::string key) {
+  auto r = co_await m_docs.get(std::move(key));
+  if (!r) co_return std::nullopt;
+  co_return std::move(*r);
 }
 
 }  // namespace hubcache::hub

@@ -51,10 +51,11 @@ class HubState {
   // while upstream cannot be asked needs this too, so a repo gated later
   // never has files filled by token holders served to anonymous callers.
   net::awaitable<void> saw_public_commit(core::RepoType type, const std::string& repo, const std::string& commit);
-  bool commit_was_public(core::RepoType type, const std::string& repo, const std::string& commit);
-  bool last_known_public(core::RepoType type, const std::string& repo, Access access);
+  net::awaitable<bool> commit_was_public(core::RepoType type, const std::string& repo, const std::string& commit);
+  net::awaitable<bool> last_known_public(core::RepoType type, const std::string& repo, Access access);
 
-  std::optional<RevisionMapping> mapping(core::RepoType type, const std::string& repo, const std::string& revision);
+  net::awaitable<std::optional<RevisionMapping>> mapping(core::RepoType type, const std::string& repo,
+                                                         const std::string& revision);
   // Stores a mapping unless an identical one younger than revision_ttl is there.
   net::awaitable<void> remember_mapping(core::RepoType type, const std::string& repo, const std::string& revision,
                                         const std::string& commit, const std::string& cred);
@@ -69,7 +70,8 @@ class HubState {
   // Durable document write off the I/O threads; failures are logged (a lost
   // record only costs a future upstream request).
   net::awaitable<void> put_document(std::string key, std::string value);
-  std::optional<std::string> get_document(const std::string& key);
+  // Awaitable: the document store may read a remote tier (GCS) on a local miss.
+  net::awaitable<std::optional<std::string>> get_document(std::string key);
 
  private:
   const CachePolicy m_policy;

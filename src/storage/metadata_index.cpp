@@ -40,6 +40,7 @@ namespace hubcache::storage {
 namespace {
 
 namespace fs = std::filesystem;
+namespace net = boost::asio;
 using nlohmann::json;
 
 constexpr int k_format = 1;
@@ -86,6 +87,24 @@ core::Sha256 sha256_from_json(const json& j) {
   return *digest;
 }
 
+json record_json(const FileKey& key, const FileRecord& record) {
+  return {{"key", key_to_json(key)},
+          {"record",
+           {{"etag", record.etag},
+            {"lfs", record.lfs},
+            {"size", record.size},
+            {"sha256", record.sha256.hex()},
+            {"content_type", record.content_type}}}};
+}
+
+json etag_json(const std::string& etag, const core::Sha256& blob) { return {{"etag", etag}, {"sha256", blob.hex()}}; }
+
+std::optional<json> parse_object(std::string_view text) {
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  return doc;
+}
+
 class DiskMetadataIndex final : public MetadataIndex {
  public:
   explicit DiskMetadataIndex(const fs::path& dir) : m_files(dir / "files"), m_etags(dir / "etags") {
@@ -118,7 +137,9 @@ class DiskMetadataIndex final : public MetadataIndex {
     }
   }
 
-  result<std::optional<FileRecord>> get(const FileKey& key) override {
+  net::awaitable<result<std::optional<FileRecord>>> get(FileKey key) override { co_return get_now(key); }
+
+  result<std::optional<FileRecord>> get_now(const FileKey& key) {
     std::string ckey = canonical_key(key);
     std::uint64_t generation = 0;
     {
@@ -126,7 +147,7 @@ class DiskMetadataIndex final : public MetadataIndex {
       if (auto hit = m_record_cache.get(ckey)) return std::optional<FileRecord>(std::move(*hit));
       generation = m_generation;
     }
-    auto found = read_record(key, ckey);
+    auto found = read_record(key);
     if (found && *found) {
       std::lock_guard lock(m_mutex);
       if (generation == m_generation) m_record_cache.put(ckey, **found);
@@ -135,25 +156,16 @@ class DiskMetadataIndex final : public MetadataIndex {
   }
 
   result<void> put(const FileKey& key, const FileRecord& record) override {
-    const std::string ckey = canonical_key(key);
-    const json doc = {{"key", key_to_json(key)},
-                      {"record",
-                       {{"etag", record.etag},
-                        {"lfs", record.lfs},
-                        {"size", record.size},
-                        {"sha256", record.sha256.hex()},
-                        {"content_type", record.content_type}}}};
-    if (auto written = write_json(record_path(ckey), doc); !written) return written;
+    if (auto written = write_json(record_path(key), record_json(key, record)); !written) return written;
     {
       std::lock_guard lock(m_mutex);
       ++m_generation;
-      m_record_cache.put(ckey, record);
+      m_record_cache.put(canonical_key(key), record);
     }
     // The etag mapping goes second: a crash in between loses only the
     // shortcut, never leaves a mapping to a record that was not written.
     if (record.etag.empty()) return {};
-    if (auto written = write_json(etag_path(record.etag), {{"etag", record.etag}, {"sha256", record.sha256.hex()}});
-        !written) {
+    if (auto written = write_json(etag_path(record.etag), etag_json(record.etag, record.sha256)); !written) {
       return written;
     }
     std::lock_guard lock(m_mutex);
@@ -162,7 +174,11 @@ class DiskMetadataIndex final : public MetadataIndex {
     return {};
   }
 
-  result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) override {
+  net::awaitable<result<std::optional<core::Sha256>>> blob_for_etag(std::string etag) override {
+    co_return blob_for_etag_now(etag);
+  }
+
+  result<std::optional<core::Sha256>> blob_for_etag_now(const std::string& etag) {
     std::uint64_t generation = 0;
     {
       std::lock_guard lock(m_mutex);
@@ -178,67 +194,43 @@ class DiskMetadataIndex final : public MetadataIndex {
   }
 
  private:
-  result<std::optional<FileRecord>> read_record(const FileKey& key, const std::string& ckey) const {
-    const fs::path path = record_path(ckey);
-    auto doc = read_json(path);
-    if (!doc) return doc.error();
-    if (!*doc) return std::optional<FileRecord>();
-    try {
-      const json& j = **doc;
-      if (key_from_json(j.at("key")) != key) {
-        spdlog::warn("metadata index: {} holds another key; ignoring it", path.string());
-        return std::optional<FileRecord>();
-      }
-      const json& r = j.at("record");
-      return std::optional<FileRecord>(FileRecord{r.at("etag").get<std::string>(), r.at("lfs").get<bool>(),
-                                                  r.at("size").get<std::uint64_t>(), sha256_from_json(r.at("sha256")),
-                                                  r.at("content_type").get<std::string>()});
-    } catch (const json::exception& e) {
-      spdlog::warn("metadata index: ignoring malformed record {}: {}", path.string(), e.what());
-      return std::optional<FileRecord>();
-    }
+  result<std::optional<FileRecord>> read_record(const FileKey& key) const {
+    const fs::path path = record_path(key);
+    auto text = read_text(path);
+    if (!text) return text.error();
+    if (!*text) return std::optional<FileRecord>();
+    auto record = decode_index_record(key, **text);
+    if (!record) spdlog::warn("metadata index: ignoring malformed or foreign record {}", path.string());
+    return record;
   }
 
   result<std::optional<core::Sha256>> read_etag(const std::string& etag) const {
     const fs::path path = etag_path(etag);
-    auto doc = read_json(path);
-    if (!doc) return doc.error();
-    if (!*doc) return std::optional<core::Sha256>();
-    try {
-      if ((*doc)->at("etag").get<std::string>() != etag) {
-        spdlog::warn("metadata index: {} holds another etag; ignoring it", path.string());
-        return std::optional<core::Sha256>();
-      }
-      return std::optional<core::Sha256>(sha256_from_json((*doc)->at("sha256")));
-    } catch (const json::exception& e) {
-      spdlog::warn("metadata index: ignoring malformed etag mapping {}: {}", path.string(), e.what());
-      return std::optional<core::Sha256>();
-    }
+    auto text = read_text(path);
+    if (!text) return text.error();
+    if (!*text) return std::optional<core::Sha256>();
+    auto blob = decode_etag_mapping(etag, **text);
+    if (!blob) spdlog::warn("metadata index: ignoring malformed or foreign etag mapping {}", path.string());
+    return blob;
   }
 
   static fs::path fanned_out(const fs::path& base, const std::string& hex) {
     return base / hex.substr(0, 2) / (hex + ".json");
   }
-  fs::path record_path(const std::string& canonical) const { return fanned_out(m_files, sha256_hex(canonical)); }
-  fs::path etag_path(const std::string& etag) const { return fanned_out(m_etags, sha256_hex(etag)); }
+  fs::path record_path(const FileKey& key) const { return fanned_out(m_files, index_record_id(key)); }
+  fs::path etag_path(const std::string& etag) const { return fanned_out(m_etags, etag_id(etag)); }
 
-  // The parsed file; nullopt when it is absent or unreadable as JSON (logged).
-  static result<std::optional<json>> read_json(const fs::path& path) {
+  // The file's text; nullopt when it is absent or oversized (logged).
+  static result<std::optional<std::string>> read_text(const fs::path& path) {
     auto text = detail::read_small_file(path, k_max_file_bytes);
     if (!text) {
       if (text.error().value() == EFBIG) {
         spdlog::warn("metadata index: ignoring oversized {}", path.string());
-        return std::optional<json>();
+        return std::optional<std::string>();
       }
       return detail::io_error("read", path, text.error());
     }
-    if (!*text) return std::optional<json>();
-    json doc = json::parse(**text, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded() || !doc.is_object()) {
-      spdlog::warn("metadata index: ignoring corrupt {}", path.string());
-      return std::optional<json>();
-    }
-    return std::optional<json>(std::move(doc));
+    return std::move(*text);
   }
 
   // Returns result<void> rather than a bare error_code on purpose: a
@@ -268,6 +260,42 @@ class DiskMetadataIndex final : public MetadataIndex {
 };
 
 }  // namespace
+
+std::string index_record_id(const FileKey& key) { return sha256_hex(canonical_key(key)); }
+
+std::string encode_index_record(const FileKey& key, const FileRecord& record) {
+  return record_json(key, record).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::optional<FileRecord> decode_index_record(const FileKey& key, std::string_view text) {
+  const auto doc = parse_object(text);
+  if (!doc) return std::nullopt;
+  try {
+    if (key_from_json(doc->at("key")) != key) return std::nullopt;
+    const json& r = doc->at("record");
+    return FileRecord{r.at("etag").get<std::string>(), r.at("lfs").get<bool>(), r.at("size").get<std::uint64_t>(),
+                      sha256_from_json(r.at("sha256")), r.at("content_type").get<std::string>()};
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::string etag_id(const std::string& etag) { return sha256_hex(etag); }
+
+std::string encode_etag_mapping(const std::string& etag, const core::Sha256& blob) {
+  return etag_json(etag, blob).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::optional<core::Sha256> decode_etag_mapping(const std::string& etag, std::string_view text) {
+  const auto doc = parse_object(text);
+  if (!doc) return std::nullopt;
+  try {
+    if (doc->at("etag").get<std::string>() != etag) return std::nullopt;
+    return sha256_from_json(doc->at("sha256"));
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+}
 
 std::unique_ptr<MetadataIndex> make_disk_metadata_index(const std::filesystem::path& dir) {
   return std::make_unique<DiskMetadataIndex>(dir);

@@ -50,12 +50,14 @@ const LISTEN_RE = /^hubcache listening on (https?:\/\/\S+)\s*$/m;
 /**
  * Spawns hubcache: `--listen 127.0.0.1:0 --upstream URL --cache-dir DIR [--upstream-ca-file PEM] ...args`
  * and waits (up to `timeoutMs`, default 20 s) for its one stdout line `hubcache listening on URL`.
+ * `noCacheDir: true` leaves --cache-dir out (hubcache then uses its default, $XDG_CACHE_HOME/hubcache: set
+ * XDG_CACHE_HOME in `env`).
  */
-export async function startHubcache({ upstream, cacheDir, args = [], env = {}, caFile = null, bin = hubcacheBin(), timeoutMs = 20000 } = {}) {
+export async function startHubcache({ upstream, cacheDir, args = [], env = {}, caFile = null, bin = hubcacheBin(), timeoutMs = 20000, noCacheDir = false } = {}) {
   if (!bin) throw new Error("hubcache binary not found: set HUBCACHE_BIN");
   if (!upstream) throw new Error("startHubcache: upstream is required");
   cacheDir ??= await tmpDir("hubcache-cache-");
-  const argv = ["--listen", "127.0.0.1:0", "--upstream", upstream, "--cache-dir", cacheDir];
+  const argv = ["--listen", "127.0.0.1:0", "--upstream", upstream, ...(noCacheDir ? [] : ["--cache-dir", cacheDir])];
   if (caFile) argv.push("--upstream-ca-file", caFile);
   argv.push(...args);
   installSignalHandlers();

@@ -152,9 +152,9 @@ export class Fleet {
     this.crashes = []; // {name, exit, logs}
   }
 
-  async start({ cacheDir, name = `hubcache#${this.all.length + 1}`, args = [], makeCurrent = true } = {}) {
+  async start({ cacheDir, name = `hubcache#${this.all.length + 1}`, args = [], env = {}, noCacheDir = false, makeCurrent = true } = {}) {
     cacheDir ??= await tmpDir("hubcache-cache-");
-    const hc = await startHubcache({ upstream: this.upstream, cacheDir, args: [...this.args, ...args], env: this.env });
+    const hc = await startHubcache({ upstream: this.upstream, cacheDir, args: [...this.args, ...args], env: { ...this.env, ...env }, noCacheDir });
     const rec = { hc, name, cacheDir, args, stoppedByUs: false, exit: null };
     hc.exited.then((e) => {
       rec.exit = e;

@@ -71,6 +71,27 @@ struct Config {
   bool offline = false;
   // read_only: refuse uploads and other writes relayed to upstream (405).
   bool read_only = false;
+  // gcs_bucket: a Google Cloud Storage bucket shared by replicas; empty = disk
+  // only. With cache_dir also given, disk is L1 in front of the bucket (L2);
+  // without it, the disk under the default cache_dir only stages fills.
+  std::string gcs_bucket;
+  // gcs_prefix: put before every object name; "" or ending in '/'.
+  std::string gcs_prefix;
+  // gcs_endpoint: http(s)://host[:port]; empty = $STORAGE_EMULATOR_HOST, else Google's.
+  std::string gcs_endpoint;
+  // gcs_credentials: a service-account JSON key file, or "none"; empty =
+  // automatic (none for STORAGE_EMULATOR_HOST, else GOOGLE_APPLICATION_CREDENTIALS,
+  // else the metadata server / Workload Identity).
+  std::string gcs_credentials;
+  // gcs_lease_wait: longest a fill waits for another replica that is filling
+  // the same LFS blob before pulling it too; 0 = no leases. 20 s: the
+  // waiting replica's clients already have their headers (after 3 s) and
+  // wait for bytes at most twice upstream_timeout (60 s by default), so the
+  // wait plus a fill's first bytes must stay well below that.
+  std::chrono::milliseconds gcs_lease_wait{20'000};
+  // Not a key: whether cache_dir was given (file, env or flag) rather than
+  // defaulted; it chooses between the GCS-only and the L1/L2 mode.
+  bool cache_dir_given = false;
 };
 
 // A bad value: the message names the key and what is wrong, in one line.

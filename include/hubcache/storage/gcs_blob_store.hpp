@@ -45,6 +45,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -109,8 +110,35 @@ struct GcsListPage {
   std::string next_page_token;     // empty on the last page
 };
 
+// A small object beside the blobs (a metadata record, a lease).
+struct GcsObject {
+  std::string data;
+  std::int64_t generation = 0;  // changes on every write
+};
+
 class GcsBlobStore : public BlobStore {
  public:
+  // Uploads a blob verified elsewhere (the disk tier) straight from
+  // `source`, without spooling it again. Create-once as commit(): an
+  // existing object counts as success. Verified: the size and MD5 GCS
+  // reports must match the bytes read, else the object is deleted and
+  // errc::integrity_mismatch returned. REQUIRES: source holds source.size()
+  // bytes whose sha256 is `key`, and outlives the call.
+  virtual net::awaitable<result<void>> upload(const core::Sha256& key, BlobReader& source) = 0;
+
+  // Small objects at <prefix><name> (REQUIRES: name does not start with
+  // "blobs/"), read whole into memory (at most 32 MiB). Used for metadata
+  // records and leases shared between replicas.
+  virtual net::awaitable<result<std::optional<GcsObject>>> read_object(std::string name) = 0;
+  // if_generation: 0 = only if absent, G = only if the live generation is G,
+  // nullopt = unconditionally. Returns the new generation, or nullopt when
+  // the precondition failed.
+  virtual net::awaitable<result<std::optional<std::int64_t>>> write_object(std::string name, std::string data,
+                                                                           std::optional<std::int64_t> if_generation) = 0;
+  // Deletes generation `generation` of the object; false when it was absent
+  // or had another generation.
+  virtual net::awaitable<result<bool>> delete_object(std::string name, std::int64_t generation) = 0;
+
   // The blob's object metadata without reading it; nullopt when absent.
   virtual net::awaitable<result<std::optional<GcsBlobInfo>>> stat(const core::Sha256& key) = 0;
   // Deletes the blob (only the generation just looked up, so a blob stored

@@ -15,18 +15,23 @@
 // the directory while it is open (a file edited behind it may go unseen).
 //
 // Thread safety: all methods are safe from any thread. put() blocks on fsync:
-// call it from the blocking pool, not from an I/O thread. get() reads a small
-// file at most (page cache) and may run on I/O threads.
+// call it from the blocking pool, not from an I/O thread. get() and
+// blob_for_etag() are awaitable because an implementation may ask a remote
+// tier on a local miss (the GCS mirror); the disk index answers them inline
+// from a small file (page cache), so they may run on I/O threads.
 #pragma once
 
 #include <hubcache/core/digest.hpp>
 #include <hubcache/core/error.hpp>
+
+#include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace hubcache::storage {
 
@@ -50,14 +55,26 @@ struct FileRecord {
 class MetadataIndex {
  public:
   virtual ~MetadataIndex() = default;
-  virtual result<std::optional<FileRecord>> get(const FileKey& key) = 0;
+  // `key` is copied before the first suspension.
+  virtual boost::asio::awaitable<result<std::optional<FileRecord>>> get(FileKey key) = 0;
   // errc::bad_request when a key or record string is not valid UTF-8 (it
   // cannot be stored in the JSON record); errc::storage_io on disk errors.
   virtual result<void> put(const FileKey& key, const FileRecord& record) = 0;
   // Blob key for an upstream etag (unquoted), if some record with that etag
   // was stored.
-  virtual result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) = 0;
+  virtual boost::asio::awaitable<result<std::optional<core::Sha256>>> blob_for_etag(std::string etag) = 0;
 };
+
+// The stored forms of index entries, shared by the disk index and its GCS
+// mirror. A record holds its key and an etag mapping its etag, so a reader
+// verifies that it found what it asked for; decode_* return nullopt for a
+// malformed entry or one that holds another key.
+std::string index_record_id(const FileKey& key);  // sha256 hex of the key's canonical form
+std::string encode_index_record(const FileKey& key, const FileRecord& record);
+std::optional<FileRecord> decode_index_record(const FileKey& key, std::string_view text);
+std::string etag_id(const std::string& etag);  // sha256 hex of the etag
+std::string encode_etag_mapping(const std::string& etag, const core::Sha256& blob);
+std::optional<core::Sha256> decode_etag_mapping(const std::string& etag, std::string_view text);
 
 // Stores records under `dir` (created if needed). Throws std::runtime_error on
 // an unusable directory or an unknown format version (startup only).

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -40,6 +41,9 @@ constexpr std::uint64_t k_chunk_granularity = 256 * 1024;
 constexpr std::string_view k_default_endpoint = "https://storage.googleapis.com";
 constexpr std::string_view k_default_metadata_server = "http://metadata.google.internal";
 constexpr std::string_view k_lock_file = ".lock";
+// Small objects (metadata records, leases) are read whole into memory; the
+// largest is a cached API answer, bounded by the document store's limit.
+constexpr std::size_t k_max_object_bytes = 32u << 20;
 
 std::error_code make_err(errc e) { return make_error_code(e); }
 
@@ -67,7 +71,11 @@ class Md5Hasher {
 class GcsState {
  public:
   GcsState(gcs::Client gcs_client, std::string prefix, fs::path staging, net::thread_pool& blocking)
-      : client(std::move(gcs_client)), blob_prefix(std::move(prefix)), staging_dir(std::move(staging)), pool(blocking) {}
+      : client(std::move(gcs_client)),
+        object_prefix(std::move(prefix)),
+        blob_prefix(object_prefix + "blobs/"),
+        staging_dir(std::move(staging)),
+        pool(blocking) {}
 
   std::string object_name(const core::Sha256& key) const { return blob_prefix + key.hex(); }
   // The blob key of an object name, if it is one of ours ("<prefix>blobs/" +
@@ -110,7 +118,8 @@ class GcsState {
   }
 
   const gcs::Client client;
-  const std::string blob_prefix;
+  const std::string object_prefix;  // the configured prefix
+  const std::string blob_prefix;    // object_prefix + "blobs/"
   const fs::path staging_dir;
   net::thread_pool& pool;
 
@@ -128,6 +137,38 @@ class GcsState {
 };
 
 
+
+// Uploads `size` bytes from `read` as blob `key`, create-once, and checks
+// what GCS stored: its size and MD5 must match the MD5 of what was read
+// (`md5_read`, called after the upload), else that generation is deleted.
+// `md5_ahead`, when known before the upload, is sent so that GCS itself
+// refuses damaged bytes (emulators do not).
+net::awaitable<result<void>> upload_blob(GcsState& state, const core::Sha256& key, std::uint64_t size,
+                                         const std::string& md5_ahead, const gcs::ContentReader& read,
+                                         const std::function<std::string()>& md5_read) {
+  const std::string name = state.object_name(key);
+  nlohmann::json resource = {
+      {"contentType", "application/octet-stream"},
+      {"metadata", {{"hubcache-sha256", key.hex()}, {"hubcache-size", std::to_string(size)}, {"hubcache-format", k_format}}}};
+  if (!md5_ahead.empty()) resource["md5Hash"] = md5_ahead;
+  auto created = co_await state.client.create_object(name, resource, size, read);
+  if (!created) co_return created.error();
+  if (!*created) {
+    spdlog::debug("gcs: {} is stored already", name);
+    co_return result<void>();
+  }
+  const gcs::ObjectInfo& object = **created;
+  const std::string md5 = md5_read();
+  if (object.size != size || (!object.md5_hash.empty() && object.md5_hash != md5)) {
+    spdlog::error("gcs: {} was stored as {} bytes with md5 {}, but we sent {} bytes with md5 {}; deleting it", name,
+                  object.size, object.md5_hash, size, md5);
+    auto deleted = co_await state.client.delete_object(name, object.generation);
+    (void)deleted;  // logged by the client on failure; the blob stays unusable either way
+    co_return make_err(errc::integrity_mismatch);
+  }
+  state.added(size);
+  co_return result<void>();
+}
 
 // Streams an object: one open-ended ranged GET, kept while the caller reads
 // sequentially; a failure while reading the body reopens at the offset
@@ -238,13 +279,6 @@ class GcsBlobWriter final : public BlobWriter {
   enum class Phase { open, committing, committed, failed };
 
   net::awaitable<result<void>> upload(const core::Sha256& key, const std::string& md5) {
-    const std::string name = m_state->object_name(key);
-    const std::uint64_t size = m_expected.size;
-    // md5Hash makes GCS verify the bytes it received (emulators do not).
-    const nlohmann::json resource = {
-        {"contentType", "application/octet-stream"},
-        {"md5Hash", md5},
-        {"metadata", {{"hubcache-sha256", key.hex()}, {"hubcache-size", std::to_string(size)}, {"hubcache-format", k_format}}}};
     // The staging file is read back in chunks on the blocking pool. The job
     // shares the descriptor, so it stays valid even if this writer goes away.
     const gcs::ContentReader read = [state = m_state, fd = m_fd, path = m_staging](
@@ -258,22 +292,8 @@ class GcsBlobWriter final : public BlobWriter {
       };
       co_return co_await util::run_blocking(state->pool, std::move(job));
     };
-    auto created = co_await m_state->client.create_object(name, resource, size, read);
-    if (!created) co_return created.error();
-    if (!*created) {
-      spdlog::debug("gcs: {} is stored already", name);
-      co_return result<void>();
-    }
-    const gcs::ObjectInfo& object = **created;
-    if (object.size != size || (!object.md5_hash.empty() && object.md5_hash != md5)) {
-      spdlog::error("gcs: {} was stored as {} bytes with md5 {}, but we sent {} bytes with md5 {}; deleting it", name,
-                    object.size, object.md5_hash, size, md5);
-      auto deleted = co_await m_state->client.delete_object(name, object.generation);
-      (void)deleted;  // logged by the client on failure; the blob stays unusable either way
-      co_return make_err(errc::integrity_mismatch);
-    }
-    m_state->added(size);
-    co_return result<void>();
+    const std::function<std::string()> md5_read = [&md5] { return md5; };
+    co_return co_await upload_blob(*m_state, key, m_expected.size, md5, read, md5_read);
   }
 
   std::error_code fail(std::error_code ec) {
@@ -367,6 +387,55 @@ class GcsStoreImpl final : public GcsBlobStore {
       if (auto key = m_state->key_of(object.name)) out.blobs.push_back({*key, object.size, object.generation});
     }
     co_return out;
+  }
+
+  net::awaitable<result<void>> upload(const core::Sha256& key, BlobReader& source) override {
+    // MD5 of the bytes as they are read. A failed resumable chunk is read
+    // again from an earlier offset; only bytes past `hashed` are new.
+    Md5Hasher md5;
+    std::uint64_t hashed = 0;
+    const gcs::ContentReader read = [&](std::uint64_t offset, std::size_t length) -> net::awaitable<result<std::string>> {
+      std::string chunk(length, '\0');
+      std::size_t got = 0;
+      while (got < length) {
+        auto n = co_await source.read_at(offset + got, std::as_writable_bytes(std::span(chunk)).subspan(got));
+        if (!n) co_return n.error();
+        if (*n == 0) co_return make_err(errc::storage_io);  // the source is shorter than it said
+        got += *n;
+      }
+      if (offset + length > hashed && offset <= hashed) {
+        md5.update(std::as_bytes(std::span(chunk)).subspan(static_cast<std::size_t>(hashed - offset)));
+        hashed = offset + length;
+      }
+      co_return chunk;
+    };
+    const std::function<std::string()> md5_read = [&md5] { return md5.finish(); };
+    const std::string no_md5_ahead;
+    co_return co_await upload_blob(*m_state, key, source.size(), no_md5_ahead, read, md5_read);
+  }
+
+  net::awaitable<result<std::optional<GcsObject>>> read_object(std::string name) override {
+    const std::string full = m_state->object_prefix + name;
+    auto got = co_await m_state->client.read_small(full, k_max_object_bytes);
+    if (!got) co_return got.error();
+    if (!*got) co_return std::optional<GcsObject>();
+    co_return std::optional<GcsObject>(GcsObject{std::move((*got)->data), (*got)->generation});
+  }
+
+  net::awaitable<result<std::optional<std::int64_t>>> write_object(std::string name, std::string data,
+                                                                   std::optional<std::int64_t> if_generation) override {
+    const std::string full = m_state->object_prefix + name;
+    const nlohmann::json resource = {{"contentType", "application/octet-stream"},
+                                     {"metadata", {{"hubcache-format", k_format}}}};
+    auto written = co_await m_state->client.write_small(full, resource, std::move(data), if_generation);
+    if (!written) co_return written.error();
+    if (!*written) co_return std::optional<std::int64_t>();
+    co_return std::optional<std::int64_t>((*written)->generation);
+  }
+
+  net::awaitable<result<bool>> delete_object(std::string name, std::int64_t generation) override {
+    const std::string full = m_state->object_prefix + name;
+    co_return co_await m_state->client.delete_object(full, generation);
   }
 
   net::awaitable<result<StoreUsage>> scan_usage() override {
@@ -488,12 +557,11 @@ std::unique_ptr<GcsBlobStore> make_gcs_blob_store(const GcsOptions& options, net
   }
 
   UniqueFd lock = take_staging_dir(options.staging_dir);
-  std::string blob_prefix = options.prefix + "blobs/";
   gcs::Client client(std::move(http), std::move(tokens),
                      gcs::ClientConfig{*endpoint, options.bucket, options.chunk_size, options.retry});
-  spdlog::info("gcs blob store: gs://{}/{} via {}, credentials: {}", options.bucket, blob_prefix, endpoint->origin(),
-               described);
-  auto state = std::make_shared<GcsState>(std::move(client), std::move(blob_prefix), options.staging_dir, blocking);
+  spdlog::info("gcs blob store: gs://{}/{}blobs/ via {}, credentials: {}", options.bucket, options.prefix,
+               endpoint->origin(), described);
+  auto state = std::make_shared<GcsState>(std::move(client), options.prefix, options.staging_dir, blocking);
   return std::make_unique<GcsStoreImpl>(std::move(lock), std::move(state));
 }
 

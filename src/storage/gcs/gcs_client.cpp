@@ -134,11 +134,13 @@ std::string Client::object_target(const std::string& name) const {
   return "/storage/v1/b/" + encode(m_config.bucket) + "/o/" + encode(name);
 }
 
-std::string Client::upload_target(std::string_view upload_type) const {
-  // ifGenerationMatch=0: create only, never overwrite. It also makes a
-  // retried upload safe: if the first attempt did land, the retry gets 412.
-  return "/upload/storage/v1/b/" + encode(m_config.bucket) + "/o?uploadType=" + std::string(upload_type) +
-         "&ifGenerationMatch=0";
+std::string Client::upload_target(std::string_view upload_type, std::optional<std::int64_t> if_generation) const {
+  // Blobs use ifGenerationMatch=0: create only, never overwrite. It also
+  // makes a retried upload safe: if the first attempt did land, the retry
+  // gets 412.
+  std::string target = "/upload/storage/v1/b/" + encode(m_config.bucket) + "/o?uploadType=" + std::string(upload_type);
+  if (if_generation) target += "&ifGenerationMatch=" + std::to_string(*if_generation);
+  return target;
 }
 
 net::awaitable<void> Client::backoff(unsigned attempt) const {
@@ -209,16 +211,26 @@ net::awaitable<std::error_code> Client::unexpected(upstream::Response& response,
   co_return make_error_code(errc::storage_io);
 }
 
-net::awaitable<result<std::optional<ObjectInfo>>> Client::get_object(const std::string& name) const {
-  const upstream::Request request{http::verb::get, url(object_target(name)), {}, {}};
+net::awaitable<result<std::optional<upstream::ResponsePtr>>> Client::get_found(const std::string& target,
+                                                                               const std::string& what) const {
+  const upstream::Request request{http::verb::get, url(target), {}, {}};
   auto response = co_await send(request);
   if (!response) co_return response.error();
   if ((*response)->status() == 404) {
     co_await discard_body(**response);
-    co_return std::nullopt;
+    co_return std::optional<upstream::ResponsePtr>();
   }
-  if ((*response)->status() != 200) co_return co_await unexpected(**response, "get " + name);
-  auto info = co_await read_object_resource(**response, "get " + name);
+  if ((*response)->status() != 200) co_return co_await unexpected(**response, what);
+  co_return std::optional<upstream::ResponsePtr>(std::move(*response));
+}
+
+net::awaitable<result<std::optional<ObjectInfo>>> Client::get_object(const std::string& name) const {
+  const std::string what = "get " + name;
+  const std::string target = object_target(name);
+  auto response = co_await get_found(target, what);
+  if (!response) co_return response.error();
+  if (!*response) co_return std::nullopt;
+  auto info = co_await read_object_resource(***response, what);
   if (!info) co_return info.error();
   co_return std::optional<ObjectInfo>(std::move(*info));
 }
@@ -302,7 +314,7 @@ net::awaitable<result<std::optional<ObjectInfo>>> Client::create_object(const st
   if (size <= m_config.chunk_size) {
     auto data = co_await read(0, static_cast<std::size_t>(size));
     if (!data) co_return data.error();
-    co_return co_await insert_multipart(name, metadata, std::move(*data));
+    co_return co_await insert_multipart(name, metadata, std::move(*data), std::int64_t{0});
   }
   // Skip uploading a large blob that is already there. (The precondition
   // would refuse it anyway, but only after the first chunk has been sent.)
@@ -314,7 +326,8 @@ net::awaitable<result<std::optional<ObjectInfo>>> Client::create_object(const st
 
 net::awaitable<result<std::optional<ObjectInfo>>> Client::insert_multipart(const std::string& name,
                                                                            const std::string& json,
-                                                                           std::string data) const {
+                                                                           std::string data,
+                                                                           std::optional<std::int64_t> if_generation) const {
   // A boundary that does not occur in the data. The emulator's parser wants
   // boundary= last in Content-Type and exactly one header line per part; GCS
   // accepts that form too.
@@ -329,7 +342,7 @@ net::awaitable<result<std::optional<ObjectInfo>>> Client::insert_multipart(const
   body.append(data).append("\r\n--").append(boundary).append("--\r\n");
   data = std::string();  // the body has it now: one copy less in memory while sending
 
-  upstream::Request request{http::verb::post, url(upload_target("multipart")), {}, std::move(body)};
+  upstream::Request request{http::verb::post, url(upload_target("multipart", if_generation)), {}, std::move(body)};
   request.headers.set(http::field::content_type, "multipart/related; boundary=" + boundary);
   auto response = co_await send(request);
   if (!response) co_return response.error();
@@ -344,12 +357,41 @@ net::awaitable<result<std::optional<ObjectInfo>>> Client::insert_multipart(const
   co_return std::optional<ObjectInfo>(std::move(*info));
 }
 
+net::awaitable<result<std::optional<ObjectInfo>>> Client::write_small(const std::string& name,
+                                                                      const nlohmann::json& resource, std::string data,
+                                                                      std::optional<std::int64_t> if_generation) const {
+  nlohmann::json named = resource;
+  named["name"] = name;
+  const std::string metadata = named.dump();
+  co_return co_await insert_multipart(name, metadata, std::move(data), if_generation);
+}
+
+net::awaitable<result<std::optional<Client::SmallObject>>> Client::read_small(const std::string& name,
+                                                                              std::size_t limit) const {
+  const std::string target = object_target(name) + "?alt=media";
+  const std::string what = "read " + name;
+  auto found = co_await get_found(target, what);
+  if (!found) co_return found.error();
+  if (!*found) co_return std::nullopt;
+  upstream::ResponsePtr response = std::move(**found);
+  SmallObject out;
+  const auto generation = response->headers().find("x-goog-generation");
+  if (generation != response->headers().end()) {
+    const auto text = generation->value();
+    std::from_chars(text.data(), text.data() + text.size(), out.generation);
+  }
+  auto body = co_await response->read_all(limit);
+  if (!body) co_return to_storage_error(body.error());
+  out.data = std::move(*body);
+  co_return std::optional<SmallObject>(std::move(out));
+}
+
 net::awaitable<result<std::optional<ObjectInfo>>> Client::upload_resumable(const std::string& name,
                                                                            const std::string& json,
                                                                            std::uint64_t size,
                                                                            const ContentReader& read) const {
   const std::string what = "upload " + name;
-  upstream::Request start{http::verb::post, url(upload_target("resumable")), {}, json};
+  upstream::Request start{http::verb::post, url(upload_target("resumable", std::int64_t{0})), {}, json};
   start.headers.set(http::field::content_type, "application/json; charset=UTF-8");
   start.headers.set("X-Upload-Content-Type", "application/octet-stream");
   start.headers.set("X-Upload-Content-Length", std::to_string(size));

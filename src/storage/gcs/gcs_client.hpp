@@ -81,6 +81,20 @@ class Client {
   net::awaitable<result<std::optional<ObjectInfo>>> create_object(const std::string& name,
                                                                   const nlohmann::json& resource, std::uint64_t size,
                                                                   const ContentReader& read) const;
+  // Writes a small object in one multipart request. `if_generation`: 0 =
+  // only if absent, G = only if the live generation is G, nullopt = always
+  // (overwrite). Returns the new object, or nullopt when the precondition
+  // failed (412).
+  net::awaitable<result<std::optional<ObjectInfo>>> write_small(const std::string& name, const nlohmann::json& resource,
+                                                                std::string data,
+                                                                std::optional<std::int64_t> if_generation) const;
+  // The whole content of a small object and its generation; nullopt on 404.
+  // errc::storage_io when it is larger than `limit` bytes.
+  struct SmallObject {
+    std::string data;
+    std::int64_t generation = 0;
+  };
+  net::awaitable<result<std::optional<SmallObject>>> read_small(const std::string& name, std::size_t limit) const;
 
   const GcsRetryPolicy& retry_policy() const noexcept { return m_config.retry; }
   // Sleeps before retry number `attempt` (1 = the first retry): exponential,
@@ -92,18 +106,23 @@ class Client {
   // One request with token and retries; returns the first answer that is
   // not retried (whatever its status) or the last failure.
   net::awaitable<result<upstream::ResponsePtr>> send(const upstream::Request& request, Retry retry = Retry::yes) const;
+  // GET `target`: the response when it is 200, nullopt on 404; any other
+  // status is logged as `what` and returned as errc::storage_io.
+  net::awaitable<result<std::optional<upstream::ResponsePtr>>> get_found(const std::string& target,
+                                                                         const std::string& what) const;
   // Logs an unexpected answer (status and GCS's message) as `what`; returns
   // errc::storage_io.
   net::awaitable<std::error_code> unexpected(upstream::Response& response, const std::string& what) const;
   net::awaitable<result<std::optional<ObjectInfo>>> insert_multipart(const std::string& name, const std::string& json,
-                                                                     std::string data) const;
+                                                                     std::string data,
+                                                                     std::optional<std::int64_t> if_generation) const;
   net::awaitable<result<std::optional<ObjectInfo>>> upload_resumable(const std::string& name, const std::string& json,
                                                                      std::uint64_t size,
                                                                      const ContentReader& read) const;
 
   upstream::Url url(const std::string& target) const;
   std::string object_target(const std::string& name) const;
-  std::string upload_target(std::string_view upload_type) const;
+  std::string upload_target(std::string_view upload_type, std::optional<std::int64_t> if_generation) const;
 
   const std::shared_ptr<upstream::HttpClient> m_http;
   const TokenSourcePtr m_tokens;

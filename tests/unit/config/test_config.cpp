@@ -62,7 +62,14 @@ void expect_defaults_except_cache_dir(const Config& c) {
   EXPECT_EQ(c.upstream_timeout, d.upstream_timeout);
   EXPECT_EQ(c.client_timeout, d.client_timeout);
   EXPECT_EQ(c.shutdown_grace, d.shutdown_grace);
+  EXPECT_EQ(c.gcs_bucket, d.gcs_bucket);
+  EXPECT_EQ(c.gcs_prefix, d.gcs_prefix);
+  EXPECT_EQ(c.gcs_endpoint, d.gcs_endpoint);
+  EXPECT_EQ(c.gcs_credentials, d.gcs_credentials);
+  EXPECT_EQ(c.gcs_lease_wait, d.gcs_lease_wait);
 }
+
+fs::path example_file();
 
 // --- Defaults ----------------------------------------------------------------
 
@@ -83,6 +90,21 @@ TEST(ConfigDefaults, NoSourcesGiveTheDocumentedDefaults) {
   EXPECT_EQ(c.upstream_timeout, milliseconds(30'000));
   EXPECT_EQ(c.client_timeout, milliseconds(60'000));
   EXPECT_EQ(c.shutdown_grace, milliseconds(10'000));
+  EXPECT_EQ(c.gcs_bucket, "");
+  EXPECT_EQ(c.gcs_prefix, "");
+  EXPECT_EQ(c.gcs_endpoint, "");
+  EXPECT_EQ(c.gcs_credentials, "");
+  EXPECT_EQ(c.gcs_lease_wait, milliseconds(20'000));
+  EXPECT_FALSE(c.cache_dir_given);
+}
+
+// The GCS-only mode is chosen by cache_dir being absent from every source.
+TEST(ConfigDefaults, CacheDirGivenFromAnySource) {
+  EXPECT_TRUE(parse({"--cache-dir", "/srv/c"}, k_env).config.cache_dir_given);
+  EXPECT_TRUE(parse({}, {"HOME=/home/op", "HUBCACHE_CACHE_DIR=/srv/c"}).config.cache_dir_given);
+  EXPECT_TRUE(parse({"--config", example_file().string()}, k_env).config.cache_dir_given);
+  EXPECT_FALSE(parse({"--gcs-bucket", "fleet-cache"}, k_env).config.cache_dir_given);
+  EXPECT_EQ(parse({"--gcs-credentials", "none"}, k_env).config.gcs_credentials, "none");
 }
 
 TEST(ConfigDefaults, CacheDirPrefersXdgCacheHome) {
@@ -164,6 +186,13 @@ std::vector<KeyCase> key_cases(const fs::path& ca_file) {
       {"upstream_connections_per_host", "12",
        [](const Config& c) { EXPECT_EQ(c.upstream_connections_per_host, 12u); }},
       {"abandon_fill_above", "1G", [](const Config& c) { EXPECT_EQ(c.abandon_fill_above, 1ull << 30); }},
+      {"gcs_bucket", "team-cache.eu_1", [](const Config& c) { EXPECT_EQ(c.gcs_bucket, "team-cache.eu_1"); }},
+      {"gcs_prefix", "fleet/hubcache", [](const Config& c) { EXPECT_EQ(c.gcs_prefix, "fleet/hubcache/"); }},
+      {"gcs_endpoint", "http://127.0.0.1:9199/",
+       [](const Config& c) { EXPECT_EQ(c.gcs_endpoint, "http://127.0.0.1:9199"); }},
+      {"gcs_credentials", ca_file.string(),
+       [ca_file](const Config& c) { EXPECT_EQ(c.gcs_credentials, ca_file.string()); }},
+      {"gcs_lease_wait", "0", [](const Config& c) { EXPECT_EQ(c.gcs_lease_wait, milliseconds(0)); }},
   };
 }
 
@@ -339,7 +368,7 @@ TEST(ConfigHelp, OneLinePerOptionWithDefaultAndVariable) {
     EXPECT_TRUE(contains(line, "[default: ")) << line;
     EXPECT_TRUE(contains(line, "env: " + env_of(key) + "]")) << line;
   }
-  EXPECT_EQ(options, 24);
+  EXPECT_EQ(options, 29);
   for (const char* text :
        {"--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 100GiB", "default: https://huggingface.co",
         "default: 30s", "default: 1m", "default: $XDG_CACHE_HOME/hubcache", "-h, --help", "--version", "powers of 1024",
@@ -403,6 +432,13 @@ TEST(ConfigErrors, EveryBadValueNamesItsSourceAndKey) {
       {"upstream_timeout", "5x", "invalid duration \"5x\""},
       {"client_timeout", "876001h", "too large"},
       {"shutdown_grace", "-1s", "invalid duration"},
+      {"gcs_bucket", "My_Bucket", "not a GCS bucket name"},
+      {"gcs_bucket", "ab", "not a GCS bucket name"},
+      {"gcs_bucket", "-bucket", "not a GCS bucket name"},
+      {"gcs_prefix", "/abs", "must not start with '/'"},
+      {"gcs_endpoint", "127.0.0.1:9199", "must start with http:// or https://"},
+      {"gcs_credentials", (dir.path() / "missing.json").string(), "cannot read"},
+      {"gcs_lease_wait", "soon", "invalid duration"},
   };
   for (const auto& bad : cases) {
     SCOPED_TRACE(bad.key + " = " + bad.value);

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <cstring>
 #include <mutex>
 
 namespace hubcache::storage::test_contract {
@@ -188,6 +190,57 @@ TEST_F(GcsFaultTest, UploadStoredWithOtherBytesIsDeletedAndFails) {
   EXPECT_NE(multipart_body.find("\"hubcache-sha256\":\"" + key.hex() + "\""), std::string::npos);
   EXPECT_NE(multipart_body.find("\r\n\r\nsmall blob\r\n--"), std::string::npos);
   EXPECT_EQ(m_store->usage().blobs, 0u);
+}
+
+// A blob in memory, as the disk tier's reader would hand it to upload().
+class StringReader final : public BlobReader {
+ public:
+  explicit StringReader(std::string data) : m_data(std::move(data)) {}
+  std::uint64_t size() const override { return m_data.size(); }
+  boost::asio::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
+    if (offset >= m_data.size()) co_return std::size_t{0};
+    const std::size_t n = std::min<std::size_t>(buf.size(), m_data.size() - offset);
+    std::memcpy(buf.data(), m_data.data() + offset, n);
+    co_return n;
+  }
+  int native_handle() const noexcept override { return -1; }
+
+ private:
+  std::string m_data;
+};
+
+// upload() (the tiered store's path, straight from the disk tier) checks
+// what GCS stored against the MD5 of the bytes it read, like commit().
+TEST_F(GcsFaultTest, UploadFromAReaderIsVerified) {
+  const std::string data = "verified blob";
+  const auto key = sha256_of(data);
+  std::string stored_md5 = md5_base64("other");
+  std::string deleted;
+  start([&](const Request& request) {
+    std::lock_guard lock(m_mutex);
+    if (request.method() == boost::beast::http::verb::post) {
+      return Reply{http_response(200, object_json("blobs/" + key.hex(), data.size(), stored_md5, 9))};
+    }
+    deleted = std::string(request.target());
+    return Reply{http_response(204, "")};
+  });
+  auto& gcs = dynamic_cast<GcsBlobStore&>(*m_store);
+  StringReader wrong(data);
+  auto failed = test::run(m_ioc, gcs.upload(key, wrong));
+  ASSERT_FALSE(failed.has_value());
+  EXPECT_EQ(failed.error(), errc::integrity_mismatch);
+  {
+    std::lock_guard lock(m_mutex);
+    EXPECT_EQ(deleted, object_path(key) + "?ifGenerationMatch=9");
+    stored_md5 = md5_base64(data);
+    deleted.clear();
+  }
+  StringReader right(data);
+  auto uploaded = test::run(m_ioc, gcs.upload(key, right));
+  EXPECT_TRUE(uploaded.has_value());
+  std::lock_guard lock(m_mutex);
+  EXPECT_EQ(deleted, "");
+  EXPECT_EQ(m_store->usage().blobs, 1u);
 }
 
 // The connection drops after part of the body: the reader asks again from

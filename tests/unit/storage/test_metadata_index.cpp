@@ -46,16 +46,21 @@ std::vector<fs::path> json_files(const fs::path& dir) {
 class MetadataIndexTest : public ::testing::Test {
  protected:
   fs::path dir() const { return m_dir.path() / "index"; }
+  result<std::optional<FileRecord>> get(const FileKey& k) { return test::run(m_ioc, m_index->get(k)); }
+  result<std::optional<core::Sha256>> blob_for_etag(const std::string& etag) {
+    return test::run(m_ioc, m_index->blob_for_etag(etag));
+  }
 
+  boost::asio::io_context m_ioc;
   test::TempDir m_dir;
   std::unique_ptr<MetadataIndex> m_index = make_disk_metadata_index(dir());
 };
 
 TEST_F(MetadataIndexTest, MissingKeyIsAbsent) {
-  auto got = m_index->get(key("config.json"));
+  auto got = get(key("config.json"));
   ASSERT_TRUE(got.has_value());
   EXPECT_FALSE(got->has_value());
-  auto blob = m_index->blob_for_etag("deadbeef");
+  auto blob = blob_for_etag("deadbeef");
   ASSERT_TRUE(blob.has_value());
   EXPECT_FALSE(blob->has_value());
 }
@@ -63,7 +68,7 @@ TEST_F(MetadataIndexTest, MissingKeyIsAbsent) {
 TEST_F(MetadataIndexTest, PutThenGet) {
   const FileRecord rec = record("e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
   ASSERT_TRUE(m_index->put(key("model.safetensors"), rec));
-  auto got = m_index->get(key("model.safetensors"));
+  auto got = get(key("model.safetensors"));
   ASSERT_TRUE(got.has_value());
   ASSERT_TRUE(got->has_value());
   expect_same(**got, rec);
@@ -77,7 +82,7 @@ TEST_F(MetadataIndexTest, PutThenGet) {
 TEST_F(MetadataIndexTest, PutReplacesTheRecord) {
   ASSERT_TRUE(m_index->put(key("a.bin"), record("etag-1", 'a')));
   ASSERT_TRUE(m_index->put(key("a.bin"), record("etag-2", 'b')));
-  auto got = m_index->get(key("a.bin"));
+  auto got = get(key("a.bin"));
   ASSERT_TRUE(got.has_value() && got->has_value());
   expect_same(**got, record("etag-2", 'b'));
 }
@@ -86,11 +91,11 @@ TEST_F(MetadataIndexTest, PutReplacesARecordAlreadyReadIntoMemory) {
   ASSERT_TRUE(m_index->put(key("a.bin"), record("etag-1", 'a')));
   m_index.reset();
   m_index = make_disk_metadata_index(dir());
-  ASSERT_TRUE(m_index->get(key("a.bin"))->has_value());  // read from disk, now in memory
-  ASSERT_TRUE(m_index->blob_for_etag("etag-1")->has_value());
+  ASSERT_TRUE(get(key("a.bin"))->has_value());  // read from disk, now in memory
+  ASSERT_TRUE(blob_for_etag("etag-1")->has_value());
   ASSERT_TRUE(m_index->put(key("a.bin"), record("etag-2", 'b')));
-  expect_same(**m_index->get(key("a.bin")), record("etag-2", 'b'));
-  EXPECT_EQ(**m_index->blob_for_etag("etag-2"), record("etag-2", 'b').sha256);
+  expect_same(**get(key("a.bin")), record("etag-2", 'b'));
+  EXPECT_EQ(**blob_for_etag("etag-2"), record("etag-2", 'b').sha256);
 }
 
 TEST(LruMap, ForgetsTheLeastRecentlyUsedWhenFull) {
@@ -119,9 +124,9 @@ TEST_F(MetadataIndexTest, KeysAreDistinguishedByEveryField) {
   ASSERT_TRUE(m_index->put(left, record("left", '1')));
   ASSERT_TRUE(m_index->put(right, record("right", '2')));
   ASSERT_TRUE(m_index->put(raw, record("raw", '3')));
-  EXPECT_FALSE(m_index->get(dataset)->has_value());
+  EXPECT_FALSE(get(dataset)->has_value());
   for (const auto& [k, etag] : {std::pair{left, "left"}, std::pair{right, "right"}, std::pair{raw, "raw"}}) {
-    auto got = m_index->get(k);
+    auto got = get(k);
     ASSERT_TRUE(got.has_value() && got->has_value()) << etag;
     EXPECT_EQ((*got)->etag, etag);
   }
@@ -132,10 +137,10 @@ TEST_F(MetadataIndexTest, SurvivesReopen) {
   ASSERT_TRUE(m_index->put(key("weights/part-1.bin"), rec));
   m_index.reset();
   m_index = make_disk_metadata_index(dir());
-  auto got = m_index->get(key("weights/part-1.bin"));
+  auto got = get(key("weights/part-1.bin"));
   ASSERT_TRUE(got.has_value() && got->has_value());
   expect_same(**got, rec);
-  auto blob = m_index->blob_for_etag("abc");
+  auto blob = blob_for_etag("abc");
   ASSERT_TRUE(blob.has_value() && blob->has_value());
   EXPECT_EQ(**blob, rec.sha256);
 }
@@ -178,17 +183,17 @@ TEST_F(MetadataIndexTest, CorruptRecordIsTreatedAsAbsent) {
   };
   for (std::size_t i = 0; i < corruptions.size(); ++i) {
     std::ofstream(path, std::ios::trunc | std::ios::binary) << corruptions[i];
-    auto got = m_index->get(key("x.bin"));
+    auto got = get(key("x.bin"));
     ASSERT_TRUE(got.has_value()) << "case " << i << ": " << got.error().message();
     EXPECT_FALSE(got->has_value()) << "case " << i;
   }
 
   // Sanity: the original content still reads, and a put repairs the record.
   std::ofstream(path, std::ios::trunc | std::ios::binary) << original;
-  EXPECT_TRUE(m_index->get(key("x.bin"))->has_value());
+  EXPECT_TRUE(get(key("x.bin"))->has_value());
   std::ofstream(path, std::ios::trunc) << "garbage";
   ASSERT_TRUE(m_index->put(key("x.bin"), record("etag-x")));
-  EXPECT_TRUE(m_index->get(key("x.bin"))->has_value());
+  EXPECT_TRUE(get(key("x.bin"))->has_value());
 }
 
 TEST_F(MetadataIndexTest, EtagMapsToBlob) {
@@ -199,13 +204,13 @@ TEST_F(MetadataIndexTest, EtagMapsToBlob) {
   // The same content under another commit reuses the mapping.
   ASSERT_TRUE(m_index->put({"model", "acme/tiny-model", std::string(40, 'f'), "README.md", "resolve"}, git));
 
-  auto blob = m_index->blob_for_etag(lfs.etag);
+  auto blob = blob_for_etag(lfs.etag);
   ASSERT_TRUE(blob.has_value() && blob->has_value());
   EXPECT_EQ(**blob, lfs.sha256);
-  blob = m_index->blob_for_etag(git.etag);
+  blob = blob_for_etag(git.etag);
   ASSERT_TRUE(blob.has_value() && blob->has_value());
   EXPECT_EQ(**blob, git.sha256);
-  blob = m_index->blob_for_etag("0000000000000000000000000000000000000000");
+  blob = blob_for_etag("0000000000000000000000000000000000000000");
   ASSERT_TRUE(blob.has_value());
   EXPECT_FALSE(blob->has_value());
 
@@ -222,7 +227,7 @@ TEST_F(MetadataIndexTest, EtagMapsToBlob) {
   };
   ASSERT_TRUE(fs::exists(etag_file(lfs.etag)));
   fs::copy_file(etag_file(lfs.etag), etag_file(git.etag), fs::copy_options::overwrite_existing);
-  blob = m_index->blob_for_etag(git.etag);
+  blob = blob_for_etag(git.etag);
   ASSERT_TRUE(blob.has_value());
   EXPECT_FALSE(blob->has_value());
 
@@ -230,7 +235,7 @@ TEST_F(MetadataIndexTest, EtagMapsToBlob) {
   for (const auto& path : json_files(dir() / "etags")) std::ofstream(path, std::ios::trunc) << "{\"etag\":";
   m_index.reset();
   m_index = make_disk_metadata_index(dir());
-  blob = m_index->blob_for_etag(lfs.etag);
+  blob = blob_for_etag(lfs.etag);
   ASSERT_TRUE(blob.has_value());
   EXPECT_FALSE(blob->has_value());
 }

@@ -1,0 +1,310 @@
+// The tiered store (disk L1 in front of GCS L2) against the GCS emulator:
+// the BlobStore contract, background uploads, L2 hits copied into L1, the
+// GCS-outage fallback, the bounded upload queue and leases between replicas.
+#include <hubcache/storage/disk_blob_store.hpp>
+#include <hubcache/storage/gcs_blob_store.hpp>
+#include <hubcache/storage/tiered_blob_store.hpp>
+
+#include "blob_store_contract.hpp"
+#include "gcs_emulator.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <chrono>
+#include <stdexcept>
+
+namespace hubcache::storage::test_contract {
+
+using test_gcs::GcsEmulator;
+using namespace std::chrono_literals;
+
+namespace {
+
+GcsRetryPolicy fast_retry() { return {2, 10ms, 50ms}; }
+
+// One replica's stores: its own disk directory, a shared bucket prefix.
+GcsOptions gcs_options(const fs::path& dir, const std::string& prefix, const std::string& endpoint) {
+  GcsOptions options;
+  options.bucket = test_gcs::k_bucket;
+  options.prefix = prefix;
+  options.endpoint = endpoint;
+  options.credentials = GcsCredentials::none;
+  options.staging_dir = dir / "gcs-staging";
+  options.chunk_size = 256 * 1024;
+  options.retry = fast_retry();
+  return options;
+}
+
+// Runs `task` until it completes, not until the io_context runs out of work
+// (test::run's way): a held lease renews itself until released.
+template <class T>
+T drive(boost::asio::io_context& ioc, boost::asio::awaitable<T> task) {
+  std::optional<T> out;
+  boost::asio::co_spawn(ioc, std::move(task), [&](std::exception_ptr e, T value) {
+    if (e) std::rethrow_exception(e);
+    out.emplace(std::move(value));
+  });
+  ioc.restart();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!out && std::chrono::steady_clock::now() < deadline) ioc.run_one_for(100ms);
+  if (!out) throw std::runtime_error("coroutine did not finish in time");
+  return std::move(*out);
+}
+
+TieredOptions without_leases() {
+  TieredOptions options;
+  options.leases = false;
+  return options;
+}
+
+std::string fresh_prefix() {
+  static int counter = 0;
+  return "tiered-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "/";
+}
+
+std::unique_ptr<TieredBlobStore> open_tiered(const fs::path& dir, const std::string& prefix,
+                                             boost::asio::io_context& ioc, boost::asio::thread_pool& pool,
+                                             TieredOptions options = {},
+                                             const std::string& endpoint = GcsEmulator::endpoint(),
+                                             std::chrono::milliseconds io_timeout = 30s) {
+  auto l1 = make_disk_blob_store({dir / "disk", 64 << 20}, pool);
+  GcsOptions gcs = gcs_options(dir, prefix, endpoint);
+  gcs.http.io_timeout = io_timeout;
+  std::shared_ptr<GcsBlobStore> l2 = make_gcs_blob_store(gcs, ioc.get_executor(), pool);
+  return make_tiered_blob_store(std::move(l1), std::move(l2), options, ioc.get_executor());
+}
+
+}  // namespace
+
+struct TieredEnv {
+  static std::optional<std::string> skip_reason() { return GcsEmulator::skip_reason(); }
+  explicit TieredEnv(const fs::path& dir) : m_dir(dir), m_prefix(fresh_prefix()) {}
+  std::unique_ptr<BlobStore> open(boost::asio::io_context& ioc, boost::asio::thread_pool& pool) {
+    TieredOptions options;
+    options.leases = false;  // the contract creates the same blob twice at once on purpose
+    return open_tiered(m_dir, m_prefix, ioc, pool, options);
+  }
+  fs::path staging_dir() const { return m_dir / "disk" / "staging"; }
+  fs::path m_dir;
+  std::string m_prefix;
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(Tiered, BlobStoreContract, ::testing::Types<TieredEnv>);
+
+namespace {
+
+class TieredBlobStoreTest : public BlobStoreTestBase {
+ protected:
+  void SetUp() override {
+    if (auto why = GcsEmulator::skip_reason()) GTEST_SKIP() << *why;
+    m_prefix = fresh_prefix();
+  }
+  void TearDown() override {
+    m_store.reset();
+    m_tiered = nullptr;
+  }
+  void open_replica(const std::string& name, TieredOptions options = without_leases(),
+                    const std::string& endpoint = GcsEmulator::endpoint(), std::chrono::milliseconds io_timeout = 30s) {
+    m_store.reset();
+    auto store = open_tiered(m_dir.path() / name, m_prefix, m_ioc, m_pool, std::move(options), endpoint, io_timeout);
+    m_tiered = store.get();
+    m_store = std::move(store);
+  }
+  // A plain GCS store on the same prefix: what is in the bucket.
+  std::unique_ptr<GcsBlobStore> bucket() {
+    return make_gcs_blob_store(gcs_options(m_dir.path() / ("raw" + std::to_string(++m_raw)), m_prefix,
+                                           GcsEmulator::endpoint()),
+                               m_ioc.get_executor(), m_pool);
+  }
+  bool in_bucket(const core::Sha256& key) {
+    auto raw = bucket();
+    auto info = test::run(m_ioc, raw->stat(key));
+    EXPECT_TRUE(info.has_value());
+    return info && info->has_value();
+  }
+  void wait_idle() { test::run(m_ioc, m_tiered->idle()); }
+
+  std::string m_prefix;
+  TieredBlobStore* m_tiered = nullptr;
+  int m_raw = 0;
+};
+
+TEST_F(TieredBlobStoreTest, CommitUploadsToGcsInTheBackground) {
+  open_replica("a");
+  const std::string data = filler(700'000, 'u');  // several resumable chunks
+  const auto key = put(data);
+  wait_idle();
+  EXPECT_TRUE(in_bucket(key));
+  EXPECT_EQ(m_tiered->stats().uploads, 1u);
+  EXPECT_EQ(m_tiered->stats().uploads_failed, 0u);
+  // The object holds the same bytes.
+  auto raw = bucket();
+  auto reader = test::run(m_ioc, raw->open(key));
+  ASSERT_TRUE(reader && *reader);
+  EXPECT_EQ(read_all(***reader), data);
+}
+
+TEST_F(TieredBlobStoreTest, SecondReplicaReadsFromGcsAndKeepsACopyOnDisk) {
+  open_replica("a");
+  const std::string data = filler(300'000, 's');
+  const auto key = put(data);
+  wait_idle();
+
+  open_replica("b");  // an empty disk, the same bucket
+  auto reader = open_blob(key);
+  ASSERT_NE(reader, nullptr);
+  EXPECT_EQ(reader->size(), data.size());
+  EXPECT_EQ(read_all(*reader), data);
+  reader.reset();
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().l2_hits, 1u);
+  EXPECT_EQ(m_tiered->stats().promoted, 1u);
+
+  // Now a disk hit: L2 is not asked again.
+  auto again = open_blob(key);
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(read_all(*again), data);
+  EXPECT_EQ(m_tiered->stats().l2_hits, 1u);
+}
+
+TEST_F(TieredBlobStoreTest, PartialReadOfAGcsHitLeavesTheDiskAlone) {
+  open_replica("a");
+  const std::string data = filler(100'000, 'p');
+  const auto key = put(data);
+  wait_idle();
+
+  open_replica("b");
+  auto reader = open_blob(key);
+  ASSERT_NE(reader, nullptr);
+  EXPECT_EQ(read_all(*reader, 50'000), data.substr(50'000));  // a range, not from the start
+  reader.reset();
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().promoted, 0u);
+  EXPECT_EQ(count_files(m_dir.path() / "b" / "disk" / "blobs"), 0u);
+}
+
+TEST_F(TieredBlobStoreTest, GcsOutageDegradesToDisk) {
+  TieredOptions options = without_leases();
+  options.breaker = std::make_shared<GcsBreaker>(60s);
+  // Nothing listens on port 1: every GCS request fails at once.
+  open_replica("a", options, "http://127.0.0.1:1");
+  const std::string data = filler(5000, 'o');
+  const auto key = put(data);  // the fill itself never waits for GCS
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().uploads_failed, 1u);
+  EXPECT_TRUE(is_stored(key));  // from disk
+
+  const auto errors = m_tiered->stats().l2_errors;
+  const auto unknown = sha256_of("not stored anywhere");
+  auto missing = test::run(m_ioc, m_store->open(unknown));
+  ASSERT_TRUE(missing.has_value()) << "an L2 failure is a miss, not an error";
+  EXPECT_FALSE(missing->has_value());
+  // The breaker is open: the miss did not ask GCS again.
+  EXPECT_EQ(m_tiered->stats().l2_errors, errors);
+}
+
+TEST_F(TieredBlobStoreTest, FullUploadQueueDropsUploads) {
+  // A GCS that accepts connections and never answers: the first upload
+  // occupies the only worker until the HTTP deadline (2 s, once per attempt).
+  boost::asio::ip::tcp::acceptor black_hole(m_ioc, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  black_hole.listen();
+  const std::string endpoint = "http://127.0.0.1:" + std::to_string(black_hole.local_endpoint().port());
+  TieredOptions options = without_leases();
+  options.upload_queue = 1;
+  options.upload_workers = 1;
+  open_replica("a", options, endpoint, 2s);
+  // One upload runs, one waits in the queue: of three commits made while
+  // the first upload hangs, at least one is dropped, however the worker
+  // interleaves with the commits. Every blob is committed to disk.
+  std::vector<core::Sha256> keys;
+  for (char seed : {'1', '2', '3'}) {
+    const std::string data = filler(1000, seed);
+    auto writer = drive(m_ioc, m_store->create(expect_sha256(data)));
+    ASSERT_TRUE(writer.has_value());
+    ASSERT_TRUE(drive(m_ioc, (*writer)->append(as_bytes(data))));
+    auto key = drive(m_ioc, (*writer)->commit());
+    ASSERT_TRUE(key.has_value());
+    keys.push_back(*key);
+  }
+  wait_idle();
+  const auto stats = m_tiered->stats();
+  EXPECT_GE(stats.uploads_dropped, 1u);
+  EXPECT_EQ(stats.uploads_dropped + stats.uploads_failed, 3u);
+  for (const auto& key : keys) EXPECT_TRUE(is_stored(key));
+}
+
+// Two replicas missing the same blob: the second waits for the first's
+// upload and is told the blob is available instead of filling it too.
+TEST_F(TieredBlobStoreTest, SecondReplicaWaitsForTheLeaseHolder) {
+  open_replica("b", TieredOptions{});
+  auto& second = *m_tiered;
+  auto second_store = std::move(m_store);
+  open_replica("a", TieredOptions{});
+
+  const std::string data = filler(400'000, 'l');
+  const ExpectedContent expected = expect_sha256(data);
+  auto created = drive(m_ioc, m_store->create(expected));
+  ASSERT_TRUE(created.has_value()) << created.error().message();
+  auto writer = std::move(*created);
+
+  std::optional<result<BlobWriterPtr>> waited;
+  auto wait_task = [&]() -> boost::asio::awaitable<void> { waited.emplace(co_await second_store->create(expected)); };
+  boost::asio::co_spawn(m_ioc, wait_task(), boost::asio::detached);
+  // Let the second replica find the lease before the first fills.
+  auto found_lease = [&]() -> boost::asio::awaitable<bool> {
+    while (second.stats().lease_waits == 0) {
+      boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, 10ms);
+      co_await timer.async_wait(boost::asio::use_awaitable);
+    }
+    co_return true;
+  };
+  ASSERT_TRUE(drive(m_ioc, found_lease()));
+  ASSERT_FALSE(waited.has_value());
+
+  ASSERT_TRUE(drive(m_ioc, writer->append(as_bytes(data))));
+  ASSERT_TRUE(drive(m_ioc, writer->commit()));
+  writer.reset();
+  wait_idle();  // runs the io_context until the second create() is done too
+  ASSERT_TRUE(waited.has_value());
+  ASSERT_FALSE(waited->has_value());
+  EXPECT_EQ(waited->error(), make_error_code(errc::blob_available));
+  EXPECT_EQ(second.stats().lease_waits, 1u);
+  EXPECT_EQ(m_tiered->stats().uploads, 1u);
+  second_store.reset();
+}
+
+// A holder that died leaves a lease that expires; the next replica takes
+// it over and fills.
+TEST_F(TieredBlobStoreTest, ExpiredLeaseIsTakenOver) {
+  open_replica("a", TieredOptions{});
+  const std::string data = filler(2000, 'd');
+  const auto key = sha256_of(data);
+  auto raw = bucket();
+  const std::int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  const std::string dead = nlohmann::json{{"holder", "dead"}, {"expires_unix_ms", now_ms + 600}}.dump();
+  auto placed = test::run(m_ioc, raw->write_object("leases/" + key.hex(), dead, std::int64_t{0}));
+  ASSERT_TRUE(placed && *placed);
+
+  auto created = drive(m_ioc, m_store->create(expect_sha256(data)));
+  ASSERT_TRUE(created.has_value()) << created.error().message();
+  EXPECT_EQ(m_tiered->stats().lease_waits, 1u);
+  auto lease = drive(m_ioc, raw->read_object("leases/" + key.hex()));
+  ASSERT_TRUE(lease && *lease);
+  EXPECT_EQ((*lease)->data.find("dead"), std::string::npos);  // ours now
+  auto writer = std::move(*created);
+  writer.reset();  // given up: the lease is released
+  wait_idle();
+  auto after = test::run(m_ioc, raw->read_object("leases/" + key.hex()));
+  ASSERT_TRUE(after.has_value());
+  EXPECT_FALSE(after->has_value());
+}
+
+}  // namespace
+}  // namespace hubcache::storage::test_contract
