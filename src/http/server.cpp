@@ -46,10 +46,11 @@ std::error_code map_io_error(const boost::system::error_code& ec) {
 constexpr std::uint64_t k_inline_file_body = 64 * 1024;
 
 // One accepted connection. Shared between the session coroutine and the
-// server's connection set, so shutdown can close it through its strand.
+// server's connection set, so shutdown can close it through its executor (a
+// strand, or a loop run by one thread).
 struct Connection {
   explicit Connection(tcp::socket socket) : stream(std::move(socket)) {}
-  beast::tcp_stream stream;  // only touched on its strand
+  beast::tcp_stream stream;  // only touched on its executor
   std::atomic<bool> busy{false};
   // Owned by the session coroutine: response heads are serialized here, so
   // the buffer's capacity is reused from one request to the next.
