@@ -59,11 +59,12 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   auto store = storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking);
   auto index = storage::make_disk_metadata_index(cfg.cache_dir / "index");
   auto docs = storage::make_disk_document_store(cfg.cache_dir / "docs");
-  net::io_context ioc(static_cast<int>(threads));
   // Client connections run on one single-threaded io_context per I/O thread,
   // as nginx runs one event loop per worker: a cache hit then takes no lock in
   // the scheduler, no strand, and no wake-up of another thread. `ioc` keeps
-  // the acceptor, fills, upstream connections and signals.
+  // the acceptor, fills, upstream connections and signals. The loops outlive
+  // `ioc`: the server's connection set, destroyed with `ioc`'s coroutines,
+  // still holds sockets that belong to them.
   std::vector<std::unique_ptr<net::io_context>> loops;
   std::vector<net::io_context*> loop_ptrs;
   std::vector<net::executor_work_guard<net::io_context::executor_type>> loop_guards;
@@ -72,6 +73,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
     loop_ptrs.push_back(loops.back().get());
     loop_guards.push_back(net::make_work_guard(*loops.back()));
   }
+  net::io_context ioc(static_cast<int>(threads));
 
   // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
   upstream::ClientOptions client_options = upstream::ClientOptions::from_environment(env);
