@@ -9,7 +9,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -19,7 +18,6 @@
 
 #include <csignal>
 #include <iostream>
-#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -59,20 +57,6 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   auto store = storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking);
   auto index = storage::make_disk_metadata_index(cfg.cache_dir / "index");
   auto docs = storage::make_disk_document_store(cfg.cache_dir / "docs");
-  // Client connections run on one single-threaded io_context per I/O thread,
-  // as nginx runs one event loop per worker: a cache hit then takes no lock in
-  // the scheduler, no strand, and no wake-up of another thread. `ioc` keeps
-  // the acceptor, fills, upstream connections and signals. The loops outlive
-  // `ioc`: the server's connection set, destroyed with `ioc`'s coroutines,
-  // still holds sockets that belong to them.
-  std::vector<std::unique_ptr<net::io_context>> loops;
-  std::vector<net::io_context*> loop_ptrs;
-  std::vector<net::executor_work_guard<net::io_context::executor_type>> loop_guards;
-  for (unsigned i = 0; i < threads; ++i) {
-    loops.push_back(std::make_unique<net::io_context>(1));
-    loop_ptrs.push_back(loops.back().get());
-    loop_guards.push_back(net::make_work_guard(*loops.back()));
-  }
   net::io_context ioc(static_cast<int>(threads));
 
   // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
@@ -102,9 +86,8 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   server_options.host = cfg.listen_host;
   server_options.port = cfg.listen_port;
   server_options.io_timeout = cfg.client_timeout;
-  http::Server server(
-      ioc, server_options, [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); },
-      loop_ptrs);
+  http::Server server(ioc, server_options,
+                      [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); });
   const auto endpoint = server.listen();
   server.start();
 
@@ -114,11 +97,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
     spdlog::info("signal {} received: draining connections (up to {} ms)", sig, cfg.shutdown_grace.count());
     net::co_spawn(
         ioc, [&]() -> net::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
-        [&](std::exception_ptr) {
-          for (auto& guard : loop_guards) guard.reset();
-          for (auto* loop : loop_ptrs) loop->stop();
-          ioc.stop();
-        });
+        [&](std::exception_ptr) { ioc.stop(); });
   });
 
   const auto address = endpoint.address();
@@ -129,7 +108,6 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
 
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
-  for (auto* loop : loop_ptrs) pool.emplace_back([loop] { loop->run(); });
   ioc.run();
   for (auto& t : pool) t.join();
   // Let queued disk work finish while the io_context still exists to take
