@@ -12,7 +12,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -24,7 +23,6 @@
 
 #include <csignal>
 #include <iostream>
-#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -118,18 +116,6 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   net::thread_pool blocking(k_blocking_threads);
   Stores stores;  // declared before ioc, built after it: GCS needs its executor
   net::io_context ioc(static_cast<int>(threads));
-  // Client connections run on one single-threaded io_context per I/O thread,
-  // as nginx runs one event loop per worker: a cache hit then takes no lock in
-  // the scheduler, no strand, and no wake-up of another thread. `ioc` keeps
-  // the acceptor, fills, upstream connections and signals.
-  std::vector<std::unique_ptr<net::io_context>> loops;
-  std::vector<net::io_context*> loop_ptrs;
-  std::vector<net::executor_work_guard<net::io_context::executor_type>> loop_guards;
-  for (unsigned i = 0; i < threads; ++i) {
-    loops.push_back(std::make_unique<net::io_context>(1));
-    loop_ptrs.push_back(loops.back().get());
-    loop_guards.push_back(net::make_work_guard(*loops.back()));
-  }
   stores = make_stores(cfg, ioc, blocking, version, env);
 
   // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
@@ -164,9 +150,8 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   server_options.host = cfg.listen_host;
   server_options.port = cfg.listen_port;
   server_options.io_timeout = cfg.client_timeout;
-  http::Server server(
-      ioc, server_options, [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); },
-      loop_ptrs);
+  http::Server server(ioc, server_options,
+                      [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); });
   const auto endpoint = server.listen();
   server.start();
 
@@ -176,11 +161,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
     spdlog::info("signal {} received: draining connections (up to {} ms)", sig, cfg.shutdown_grace.count());
     net::co_spawn(
         ioc, [&]() -> net::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
-        [&](std::exception_ptr) {
-          for (auto& guard : loop_guards) guard.reset();
-          for (auto* loop : loop_ptrs) loop->stop();
-          ioc.stop();
-        });
+        [&](std::exception_ptr) { ioc.stop(); });
   });
 
   const auto address = endpoint.address();
@@ -191,7 +172,6 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
 
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
-  for (auto* loop : loop_ptrs) pool.emplace_back([loop] { loop->run(); });
   ioc.run();
   for (auto& t : pool) t.join();
   // Let queued disk work finish while the io_context still exists to take

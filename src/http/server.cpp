@@ -364,18 +364,12 @@ StringResponse plain_error(unsigned status, std::string_view message, unsigned v
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
-  Impl(net::io_context& io, ServerOptions opts, Handler h, std::vector<net::io_context*> contexts)
-      : ioc(io),
-        options(std::move(opts)),
-        handler(std::move(h)),
-        connection_contexts(std::move(contexts)),
-        acceptor(net::make_strand(io)) {}
+  Impl(net::io_context& io, ServerOptions opts, Handler h)
+      : ioc(io), options(std::move(opts)), handler(std::move(h)), acceptor(net::make_strand(io)) {}
 
   net::io_context& ioc;
   ServerOptions options;
   Handler handler;
-  const std::vector<net::io_context*> connection_contexts;
-  std::size_t next_context = 0;  // only touched by the accept loop
   tcp::acceptor acceptor;
   std::atomic<bool> stopping{false};
   mutable std::mutex mutex;
@@ -390,7 +384,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         co_await t.async_wait(k_tuple);
         continue;
       }
-      auto [ec, socket] = co_await acceptor.async_accept(connection_executor(), k_tuple);
+      auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_tuple);
       if (ec) {
         if (stopping || ec == net::error::operation_aborted) break;
         // EMFILE and friends: back off briefly instead of spinning.
@@ -418,11 +412,6 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         self->connections.erase(conn);
       });
     }
-  }
-
-  net::any_io_executor connection_executor() {
-    if (connection_contexts.empty()) return net::make_strand(ioc);
-    return connection_contexts[next_context++ % connection_contexts.size()]->get_executor();
   }
 
   net::awaitable<void> session(std::shared_ptr<Connection> conn) {
@@ -521,9 +510,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   }
 };
 
-Server::Server(net::io_context& ioc, ServerOptions options, Handler handler,
-               std::vector<net::io_context*> connection_contexts)
-    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler), std::move(connection_contexts))) {}
+Server::Server(net::io_context& ioc, ServerOptions options, Handler handler)
+    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler))) {}
 
 Server::~Server() = default;
 

@@ -30,7 +30,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace hubcache::http {
 
@@ -117,13 +116,7 @@ using Handler = std::function<net::awaitable<void>(Exchange&)>;
 
 class Server {
  public:
-  // Accepts on `ioc`. Each connection runs on a strand of `ioc`, or, when
-  // `connection_contexts` is given, on one of those (round robin). REQUIRES:
-  // each of those is run by exactly one thread and outlives the server: a
-  // connection then needs no strand, and no thread wakes another to run its
-  // handlers (nginx's one-event-loop-per-worker model).
-  Server(net::io_context& ioc, ServerOptions options, Handler handler,
-         std::vector<net::io_context*> connection_contexts = {});
+  Server(net::io_context& ioc, ServerOptions options, Handler handler);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
