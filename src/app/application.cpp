@@ -23,6 +23,7 @@
 
 #include <csignal>
 #include <iostream>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <vector>
