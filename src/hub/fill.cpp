@@ -133,6 +133,9 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   net::awaitable<void> main() {
     m_started = Clock::now();
     m_slot = co_await m_engine.m_fill_slots.acquire();
+    // Every client left while this fill waited for its turn: do not reserve
+    // space (and evict) for it.
+    if (stopped()) co_return fail(make_error_code(errc::cancelled), "queue");
     storage::ExpectedContent expected;
     expected.size = meta().size;
     if (meta().lfs) expected.sha256 = core::Sha256::from_hex(meta().etag);
@@ -263,6 +266,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       auto n = co_await resp.read_some(std::span(buf.data(), room));
       if (!n) co_return n.error();
       if (*n == 0) co_return errc::upstream_unavailable;  // the body ended short
+      if (!m_writer) co_return m_error ? m_error : make_error_code(errc::cancelled);  // the fill failed meanwhile
       auto written = m_writer->write_at(c.pos, as_span(buf, *n));
       if (!written) co_return written.error();
       // The file's last byte stays back until the blob is verified.
@@ -287,7 +291,6 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   // re-resolving expired URLs.
   net::awaitable<result<Opened>> open_with_retries(const Chunk& c) {
     unsigned failures = 0;
-    unsigned reresolves = 0;
     while (true) {
       if (stopped()) co_return errc::cancelled;
       if (m_error) co_return m_error;
@@ -295,8 +298,8 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       auto attempt = co_await open(c);
       if (attempt) co_return std::move(*attempt);
       const Failure& f = attempt.error();
-      if (f.expired && reresolves < k_max_reresolves) {
-        ++reresolves;
+      if (f.expired && m_reresolves < k_max_reresolves) {
+        ++m_reresolves;
         auto refreshed = co_await refresh_url(generation);
         if (!refreshed) co_return refreshed.error();
         continue;
@@ -373,6 +376,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   }
 
   net::awaitable<void> finalize() {
+    if (m_done) co_return;  // failed already
     if (m_error) co_return fail(m_error, "download");
     if (stopped()) co_return fail(make_error_code(errc::cancelled), "abandoned");
     {
@@ -394,7 +398,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     }
     m_fill->wm.add(0, meta().size);
     m_fill->wm.finish({});
-    m_engine.m_fills.remove(meta().etag, m_fill);
+    m_engine.m_fills.remove(m_fill->key, m_fill);
     m_done = true;
     const auto secs = std::chrono::duration<double>(Clock::now() - m_started).count();
     spdlog::info("filled {} ({} bytes in {} chunk(s), {:.2f}s, {:.1f} MB/s, {} retries) -> {}", meta().etag,
@@ -405,6 +409,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   void fail(std::error_code ec, std::string_view stage) {
     if (m_done) return;
     m_done = true;
+    if (!m_error) m_error = ec;  // stops the other workers
     if (ec != errc::cancelled) {
       spdlog::warn("fill of {} failed at {}: {}", meta().etag, stage, ec.message());
     } else {
@@ -416,7 +421,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     }
     m_writer.reset();  // discards the staging file and the reservation
     m_fill->wm.finish(ec);
-    m_engine.m_fills.remove(meta().etag, m_fill);
+    m_engine.m_fills.remove(m_fill->key, m_fill);
   }
 
   const std::shared_ptr<FillEngine> m_engine_owner;
@@ -426,6 +431,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   net::strand<net::io_context::executor_type> m_strand;
   upstream::Url m_url;  // the content URL; replaced when re-resolved
   unsigned m_url_generation = 0;
+  unsigned m_reresolves = 0;  // for the whole fill (k_max_reresolves)
   bool m_refreshing = false;
   flight::Semaphore::Permit m_slot;  // one of FillOptions::max_fills
   storage::BlobWriterPtr m_writer;
@@ -446,7 +452,10 @@ FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& 
 
 FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader) {
   while (true) {
-    auto [fill, lead] = m_fills.join(source.meta.etag, [&] { return new Fill(source.meta.size, source.meta.etag); });
+    // Keyed by digest and size: a client told another size for the same
+    // digest must not share (and be sized by) this fill.
+    const std::string key = source.meta.etag + "/" + std::to_string(source.meta.size);
+    auto [fill, lead] = m_fills.join(key, [&] { return new Fill(source.meta.size, key); });
     {
       std::lock_guard lock(fill->m_mutex);
       if (fill->m_stopped) continue;  // abandoned a moment ago: it leaves the registry at once

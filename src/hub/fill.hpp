@@ -68,7 +68,7 @@ class Fill {
  public:
   Fill(std::uint64_t size, std::string key) : size(size), key(std::move(key)) {}
   const std::uint64_t size;
-  const std::string key;  // the upstream etag
+  const std::string key;  // "<upstream etag>/<size>"
   flight::Watermark wm;
 
   // A reader of the fill's bytes: the staging file while the fill runs, the
@@ -128,7 +128,7 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
   HubClient& m_hub;
   storage::BlobStore& m_store;
   net::io_context& m_io;
-  flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by upstream etag (content-addressed)
+  flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by Fill::key (content-addressed)
   flight::Semaphore m_fill_slots;
   std::mutex m_hosts_mutex;
   std::map<std::string, std::unique_ptr<flight::Semaphore>> m_hosts;  // guarded by m_hosts_mutex
