@@ -207,7 +207,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   }
 
   // The next chunk to fetch: one a Range client is waiting for, else the
-  // first one not started. Marks it active.
+  // first one not started. Marks it active. The file's last chunk is never
+  // fetched early: its last byte is held back until the whole blob is
+  // verified, so a client gains nothing from it, and a chained downstream
+  // hubcache would stall on that byte for the whole fill.
   std::optional<std::size_t> next_chunk() {
     std::optional<std::size_t> pick;
     {
@@ -216,7 +219,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       while (!wanted.empty() && !pick) {
         const std::size_t i = static_cast<std::size_t>(wanted.front() / m_chunks.front().end);
         wanted.erase(wanted.begin());
-        if (i < m_chunks.size() && m_chunks[i].state == Chunk::State::pending) pick = i;
+        if (i + 1 < m_chunks.size() && m_chunks[i].state == Chunk::State::pending) pick = i;
       }
     }
     while (!pick && m_next < m_chunks.size()) {
