@@ -133,6 +133,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   net::awaitable<void> main() {
     m_started = Clock::now();
     m_slot = co_await m_engine.m_fill_slots.acquire();
+    m_fill->m_running.store(true);
     // Every client left while this fill waited for its turn: do not reserve
     // space (and evict) for it.
     if (stopped()) co_return fail(make_error_code(errc::cancelled), "queue");

@@ -40,6 +40,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -77,6 +78,9 @@ class Fill {
                                                              std::chrono::milliseconds wait);
   // Asks for the chunk holding `offset` to be fetched before others.
   void prefer(std::uint64_t offset);
+  // False while the fill waits for its turn (FillOptions::max_fills): no
+  // progress then is not a stall.
+  bool running() const noexcept { return m_running.load(); }
 
  private:
   friend class FillEngine;
@@ -88,6 +92,7 @@ class Fill {
   bool m_stopped = false;                   // guarded by m_mutex: abandoned, joins must start a new fill
   std::vector<std::uint64_t> m_preferred;   // guarded by m_mutex: offsets asked for by Range clients
   std::uint64_t m_received = 0;             // guarded by m_mutex: bytes written so far
+  std::atomic<bool> m_running{false};
 };
 
 // Held by shared_ptr: fills and memberships keep it alive, because they may

@@ -399,6 +399,7 @@ class Service final : public HubService {
       // range keeps its own bytes coming first.
       if (fill.wm.state(pos).available == pos) fill.prefer(pos);
       auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout, worth_sending);
+      if (!st && st.error() == errc::timeout && !fill.running()) continue;  // queued behind max_fills: keep waiting
       if (!st || st->available <= pos) {
         // The fill failed: end the body short so the client sees an error.
         spdlog::warn("client of {} stopped at byte {}: {}", route.path, pos,

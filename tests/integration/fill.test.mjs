@@ -222,3 +222,19 @@ test("--max-fills 1: fills of different files queue instead of failing", { skip,
     assert.ok(order[0].firstGet >= 0 && order[1].firstGet >= 0, "both fills logged their CDN requests");
     assert.ok(order[0].filled < order[1].firstGet, `the fills overlapped: ${JSON.stringify(order.map((o) => [o.f.path, o.firstGet, o.filled]))}`);
   }, { args: ["--max-fills", "1"] }));
+
+test("a client whose fill waits behind --max-fills longer than the stall timeout still gets its file", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url, rec) => {
+    fake.reset();
+    // big.bin takes ~6 s (4 connections at 1 MiB/s); the client of model.safetensors waits in the queue
+    // for all of that, well past 2 x --upstream-timeout (2 s) without any progress of its own fill.
+    fake.scenario({ cdnRate: 1 * MiB });
+    const bigReq = http1(url, "GET", resolvePath("main", "big.bin"), { keepBody: false, timeoutMs: 40000 });
+    await waitFor(() => rec.hc.logs().includes("/cdn/lfs/"), 10000);
+    const st = fake.repos[REPO].files["model.safetensors"];
+    const r = await http1(url, "GET", resolvePath("main", "model.safetensors"), { keepBody: false, timeoutMs: 40000 });
+    assert.equal(r.status, 200, desc(r));
+    assert.ok(r.complete, `queued client: ${desc(r)}`);
+    assert.equal(r.sha256, st.sha256);
+    assert.equal((await bigReq).sha256, big.sha256);
+  }, { args: ["--max-fills", "1", "--upstream-timeout", "1s"] }));
