@@ -140,19 +140,7 @@ class DiskMetadataIndex final : public MetadataIndex {
   net::awaitable<result<std::optional<FileRecord>>> get(FileKey key) override { co_return get_now(key); }
 
   result<std::optional<FileRecord>> get_now(const FileKey& key) {
-    std::string ckey = canonical_key(key);
-    std::uint64_t generation = 0;
-    {
-      std::lock_guard lock(m_mutex);
-      if (auto hit = m_record_cache.get(ckey)) return std::optional<FileRecord>(std::move(*hit));
-      generation = m_generation;
-    }
-    auto found = read_record(key);
-    if (found && *found) {
-      std::lock_guard lock(m_mutex);
-      if (generation == m_generation) m_record_cache.put(ckey, **found);
-    }
-    return found;
+    return read_through(m_record_cache, canonical_key(key), [&] { return read_record(key); });
   }
 
   result<void> put(const FileKey& key, const FileRecord& record) override {
@@ -179,21 +167,28 @@ class DiskMetadataIndex final : public MetadataIndex {
   }
 
   result<std::optional<core::Sha256>> blob_for_etag_now(const std::string& etag) {
+    return read_through(m_etag_cache, etag, [&] { return read_etag(etag); });
+  }
+
+ private:
+  // `cache`'s entry for `key`, else `read()` from disk, remembered unless a
+  // put() ran meanwhile (see the file comment).
+  template <class V, class Read>
+  result<std::optional<V>> read_through(detail::LruMap<V>& cache, const std::string& key, Read read) {
     std::uint64_t generation = 0;
     {
       std::lock_guard lock(m_mutex);
-      if (auto hit = m_etag_cache.get(etag)) return std::optional<core::Sha256>(*hit);
+      if (auto hit = cache.get(key)) return std::optional<V>(std::move(*hit));
       generation = m_generation;
     }
-    auto found = read_etag(etag);
+    result<std::optional<V>> found = read();
     if (found && *found) {
       std::lock_guard lock(m_mutex);
-      if (generation == m_generation) m_etag_cache.put(etag, **found);
+      if (generation == m_generation) cache.put(key, **found);
     }
     return found;
   }
 
- private:
   result<std::optional<FileRecord>> read_record(const FileKey& key) const {
     const fs::path path = record_path(key);
     auto text = read_text(path);
