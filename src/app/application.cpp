@@ -12,6 +12,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -59,6 +60,66 @@ struct Stores {
 // under the default cache_dir only staging fills when just the bucket is
 // (GCS hits are not copied to disk; docs/gcs.md). With GCS, the metadata
 // index and documents are mirrored to the bucket too. GCS HTTP runs on `io`.
+// One event loop per I/O thread. A connection and the fills it leads live
+// on one loop, so their handlers never hop between threads (with one shared
+// io_context and a strand each, every socket completion woke another thread
+// and the strand handed work back: measured, a cold fill ran at half the
+// speed on 2 threads that it ran on 1).
+class Loop : public net::io_context {
+ public:
+  Loop() : net::io_context(1) {}
+  // Destroys the handlers and suspended coroutines this loop holds while
+  // every loop's services still exist (see Loops::~Loops). Idempotent.
+  void drop_pending() { shutdown(); }
+};
+
+class Loops {
+ public:
+  explicit Loops(unsigned n) {
+    for (unsigned i = 0; i < n; ++i) m_loops.push_back(std::make_unique<Loop>());
+  }
+  Loops(const Loops&) = delete;
+  Loops& operator=(const Loops&) = delete;
+  // A coroutine destroyed with one loop may own objects of another (a fill
+  // on loop A holds wake-up timers of followers on loop B, a pooled socket
+  // may belong to any loop). Destroying the loops one by one would leave
+  // such objects pointing into a destroyed loop, so first every loop drops
+  // its pending work while all exist. Those destructors can post to a loop
+  // that already dropped its work (a wake-up, a semaphore hand-over); the
+  // second round drops what they posted, which owns nothing that posts.
+  // REQUIRES: no thread runs a loop. Idempotent.
+  void drop_pending() {
+    for (int round = 0; round < 2; ++round) {
+      for (auto& loop : m_loops) loop->drop_pending();
+    }
+  }
+  ~Loops() { drop_pending(); }
+
+  Loop& operator[](std::size_t i) { return *m_loops[i]; }
+  std::size_t size() const { return m_loops.size(); }
+  std::vector<net::io_context*> all() {
+    std::vector<net::io_context*> out;
+    for (auto& loop : m_loops) out.push_back(loop.get());
+    return out;
+  }
+
+  // Runs every loop on its own thread (loop 0 on the caller's) until stop().
+  void run() {
+    std::vector<net::executor_work_guard<net::io_context::executor_type>> busy;
+    for (auto& loop : m_loops) busy.push_back(net::make_work_guard(*loop));
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < m_loops.size(); ++i) threads.emplace_back([loop = m_loops[i].get()] { loop->run(); });
+    m_loops[0]->run();
+    for (auto& t : threads) t.join();
+  }
+  void stop() {
+    for (auto& loop : m_loops) loop->stop();
+  }
+
+ private:
+  std::vector<std::unique_ptr<Loop>> m_loops;
+};
+
 Stores make_stores(const config::Config& cfg, net::io_context& io, net::thread_pool& blocking,
                    const std::string& version, const std::vector<std::string>& env) {
   Stores out{storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking),
@@ -79,7 +140,7 @@ Stores make_stores(const config::Config& cfg, net::io_context& io, net::thread_p
   gcs.staging_dir = cfg.cache_dir / "gcs-staging";
   gcs.http = upstream::ClientOptions::from_environment(env);
   gcs.http.user_agent = "hubcache/" + version;
-  std::shared_ptr<storage::GcsBlobStore> l2 = storage::make_gcs_blob_store(gcs, io.get_executor(), blocking);
+  std::shared_ptr<storage::GcsBlobStore> l2 = storage::make_gcs_blob_store(gcs, blocking);
 
   // One breaker for blobs and metadata: an outage is noticed once.
   auto breaker = std::make_shared<storage::GcsBreaker>(k_gcs_cooldown);
@@ -110,14 +171,15 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   auto upstream_url = upstream::Url::parse(cfg.upstream);
   if (!upstream_url) throw std::runtime_error("upstream: cannot parse " + cfg.upstream);
 
-  // Declaration order is teardown order, reversed: the stores and the
-  // blocking pool must outlive the io_context, because destroying it destroys
-  // suspended fill coroutines, whose BlobWriters release space in the store
-  // and post clean-up work to the pool.
+  // Declaration order is teardown order, reversed. The blocking pool and the
+  // stores outlive the loops' pending coroutines (fill writers release space
+  // in the store and post clean-up work to the pool when destroyed); `loops`
+  // drops those coroutines before anything declared earlier goes. GCS and
+  // background uploads run on loop 0.
   net::thread_pool blocking(k_blocking_threads);
-  Stores stores;  // declared before ioc, built after it: GCS needs its executor
-  net::io_context ioc(static_cast<int>(threads));
-  stores = make_stores(cfg, ioc, blocking, version, env);
+  Stores stores;  // declared before the loops, built after them: GCS needs loop 0
+  Loops loops(threads);
+  stores = make_stores(cfg, loops[0], blocking, version, env);
 
   // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
   upstream::ClientOptions client_options = upstream::ClientOptions::from_environment(env);
@@ -125,7 +187,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   client_options.io_timeout = cfg.upstream_timeout;
   client_options.extra_ca_file = cfg.upstream_ca_file;
   client_options.user_agent = "hubcache/" + version;
-  auto client = upstream::make_http_client(ioc.get_executor(), client_options);
+  auto client = upstream::make_http_client(client_options);
 
   hub::ServiceOptions service_options;
   service_options.upstream = *upstream_url;
@@ -145,24 +207,25 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   service_options.fill.max_fills = cfg.max_fills;
   service_options.fill.connections_per_host = cfg.upstream_connections_per_host;
   service_options.fill.abandon_above = cfg.abandon_fill_above;
-  auto service = hub::make_hub_service(service_options, {client, stores.blobs.get(), stores.index.get(), stores.docs.get(), &blocking, &ioc});
+  auto service = hub::make_hub_service(service_options, {client, stores.blobs.get(), stores.index.get(), stores.docs.get(), &blocking});
 
   http::ServerOptions server_options;
   server_options.host = cfg.listen_host;
   server_options.port = cfg.listen_port;
   server_options.io_timeout = cfg.client_timeout;
-  http::Server server(ioc, server_options,
-                      [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); });
+  http::Server server(
+      loops[0], server_options, [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); },
+      loops.all());
   const auto endpoint = server.listen();
   server.start();
 
-  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  net::signal_set signals(loops[0], SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {} received: draining connections (up to {} ms)", sig, cfg.shutdown_grace.count());
     net::co_spawn(
-        ioc, [&]() -> net::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
-        [&](std::exception_ptr) { ioc.stop(); });
+        loops[0], [&]() -> net::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
+        [&](std::exception_ptr) { loops.stop(); });
   });
 
   const auto address = endpoint.address();
@@ -171,18 +234,15 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
                cfg.cache_dir.string(), cfg.max_cache_size, threads);
   std::cout << "hubcache listening on http://" << host << ":" << endpoint.port() << std::endl;
 
-  std::vector<std::thread> pool;
-  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
-  ioc.run();
-  for (auto& t : pool) t.join();
-  // Let queued disk work finish while the io_context still exists to take
-  // its completions; what is left is destroyed with the io_context below.
+  loops.run();
+  // Let queued disk work finish while the loops exist to take its
+  // completions; what is left is dropped with the loops' pending work.
   blocking.join();
-  // Drop our references to the stores while the io_context exists: the GCS
-  // store's pooled connections are sockets of this io_context and must close
-  // before it goes. Suspended coroutines keep what they use alive (readers,
-  // writers and the tiers hold the stores' shared state) until the
-  // io_context destroys them below.
+  // Drop the suspended coroutines now, then the stores: pooled GCS
+  // connections are sockets of the loops and must close before the loops
+  // go. The service and the upstream client (declared after the loops) go
+  // before them too.
+  loops.drop_pending();
   stores = Stores{};
   spdlog::info("hubcache stopped");
   return 0;

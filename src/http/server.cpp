@@ -364,10 +364,12 @@ StringResponse plain_error(unsigned status, std::string_view message, unsigned v
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
-  Impl(net::io_context& io, ServerOptions opts, Handler h)
-      : ioc(io), options(std::move(opts)), handler(std::move(h)), acceptor(net::make_strand(io)) {}
+  Impl(net::io_context& io, ServerOptions opts, Handler h, std::vector<net::io_context*> l)
+      : ioc(io), loops(std::move(l)), options(std::move(opts)), handler(std::move(h)), acceptor(net::make_strand(io)) {}
 
   net::io_context& ioc;
+  const std::vector<net::io_context*> loops;
+  std::size_t next_loop = 0;  // only touched by accept_loop
   ServerOptions options;
   Handler handler;
   tcp::acceptor acceptor;
@@ -384,7 +386,9 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         co_await t.async_wait(k_tuple);
         continue;
       }
-      auto [ec, socket] = co_await acceptor.async_accept(net::make_strand(ioc), k_tuple);
+      net::any_io_executor home = loops.empty() ? net::any_io_executor(net::make_strand(ioc))
+                                                : net::any_io_executor(loops[next_loop++ % loops.size()]->get_executor());
+      auto [ec, socket] = co_await acceptor.async_accept(home, k_tuple);
       if (ec) {
         if (stopping || ec == net::error::operation_aborted) break;
         // EMFILE and friends: back off briefly instead of spinning.
@@ -510,8 +514,8 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   }
 };
 
-Server::Server(net::io_context& ioc, ServerOptions options, Handler handler)
-    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler))) {}
+Server::Server(net::io_context& ioc, ServerOptions options, Handler handler, std::vector<net::io_context*> loops)
+    : m_impl(std::make_shared<Impl>(ioc, std::move(options), std::move(handler), std::move(loops))) {}
 
 Server::~Server() = default;
 

@@ -8,7 +8,6 @@
 #include <hubcache/storage/document_store.hpp>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/beast/core/string.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -90,8 +89,8 @@ FlightEnd::~FlightEnd() {
   flight->done.finish(make_error_code(errc::cancelled));  // ignored after a finish({})
 }
 
-ApiHandler::ApiHandler(HubClient& hub, HubState& state, net::io_context& io, std::string public_url)
-    : m_hub(hub), m_state(state), m_io(io), m_public_url(std::move(public_url)) {}
+ApiHandler::ApiHandler(HubClient& hub, HubState& state, std::string public_url)
+    : m_hub(hub), m_state(state), m_public_url(std::move(public_url)) {}
 
 std::string credential_id(const http::Request& req) {
   return credential_id(std::string_view(req[bhttp::field::authorization]), std::string_view(req[bhttp::field::cookie]));
@@ -275,7 +274,7 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   if (shared_now && swr > 0 && ttl != std::chrono::milliseconds::max() && age_ms(*stored) < ttl.count() + swr &&
       !co_await superseded(route, *stored)) {
     ex.set_outcome("stale");
-    refresh_in_background(route, req);
+    refresh_in_background(route, req, ex.executor());
     co_await serve(ex, *stored, k_warning_stale);
     co_return;
   }
@@ -367,7 +366,8 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   co_await ex.respond(std::move(res));
 }
 
-void ApiHandler::refresh_in_background(const ApiRoute& route, const http::Request& req) {
+void ApiHandler::refresh_in_background(const ApiRoute& route, const http::Request& req,
+                                       net::any_io_executor executor) {
   {
     std::lock_guard lock(m_mutex);
     if (!m_refreshing.insert(route.cache_key).second) return;  // one refresh per answer at a time
@@ -405,7 +405,7 @@ void ApiHandler::refresh_in_background(const ApiRoute& route, const http::Reques
     std::lock_guard lock(m_mutex);
     m_refreshing.erase(route.cache_key);
   };
-  net::co_spawn(net::make_strand(m_io), std::move(task), [this, key = route.cache_key](std::exception_ptr e) {
+  net::co_spawn(executor, std::move(task), [this, key = route.cache_key](std::exception_ptr e) {
     if (e) {
       std::lock_guard lock(m_mutex);
       m_refreshing.erase(key);

@@ -24,7 +24,7 @@
 #include <hubcache/flight/registry.hpp>
 #include <hubcache/http/server.hpp>
 
-#include <boost/asio/io_context.hpp>
+#include <boost/asio/any_io_executor.hpp>
 
 #include <mutex>
 #include <set>
@@ -33,7 +33,7 @@ namespace hubcache::hub {
 
 class ApiHandler {
  public:
-  ApiHandler(HubClient& hub, HubState& state, net::io_context& io, std::string public_url);
+  ApiHandler(HubClient& hub, HubState& state, std::string public_url);
   struct Flight;  // a shared upstream fetch; defined in the .cpp
 
   // A cacheable metadata route.
@@ -53,13 +53,12 @@ class ApiHandler {
   net::awaitable<SharedFetch> fetch_shared(const http::Request& req, const ApiRoute& route, const std::string& cred);
   net::awaitable<void> serve(http::Exchange& ex, const CachedAnswer& answer, std::string_view warning);
   std::chrono::milliseconds ttl_for(const ApiRoute& route, const CachedAnswer& answer) const;
-  void refresh_in_background(const ApiRoute& route, const http::Request& req);
+  void refresh_in_background(const ApiRoute& route, const http::Request& req, net::any_io_executor executor);
   net::awaitable<bool> superseded(const ApiRoute& route, const CachedAnswer& answer);
   net::awaitable<void> store(const ApiRoute& route, const CachedAnswer& answer);
 
   HubClient& m_hub;
   HubState& m_state;
-  net::io_context& m_io;
   const std::string m_public_url;
   std::mutex m_mutex;
   std::set<std::string> m_refreshing;  // cache keys with a background refresh running; guarded by m_mutex

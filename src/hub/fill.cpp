@@ -2,7 +2,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/field.hpp>
 #include <spdlog/spdlog.h>
@@ -75,20 +74,23 @@ void Fill::prefer(std::uint64_t offset) {
 
 // ---- FillRun: one transfer ---------------------------------------------------
 
-// Lives on one strand; every coroutine of the run holds a shared_ptr to it.
-// State below is touched only on that strand unless marked otherwise.
+// Lives on one strand (or single-threaded loop); every coroutine of the run
+// holds a shared_ptr to it. State below is touched only on that executor
+// unless marked otherwise.
 class FillRun : public std::enable_shared_from_this<FillRun> {
  public:
-  FillRun(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill, FillSource source)
+  FillRun(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill, FillSource source,
+          net::any_io_executor executor)
       : m_engine_owner(std::move(engine)),
         m_engine(*m_engine_owner),
         m_fill(std::move(fill)),
         m_source(std::move(source)),
-        m_strand(net::make_strand(m_engine.m_io)),
+        m_executor(std::move(executor)),
         m_url(m_source.meta.content_url) {}
 
-  static void start(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill, FillSource source) {
-    auto run = std::make_shared<FillRun>(std::move(engine), std::move(fill), std::move(source));
+  static void start(std::shared_ptr<FillEngine> engine, std::shared_ptr<Fill> fill, FillSource source,
+                    net::any_io_executor executor) {
+    auto run = std::make_shared<FillRun>(std::move(engine), std::move(fill), std::move(source), std::move(executor));
     run->spawn(run->main());
   }
 
@@ -117,7 +119,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
 
   void spawn(net::awaitable<void> task) {
     auto self = shared_from_this();
-    net::co_spawn(m_strand, std::move(task), [self](std::exception_ptr e) {
+    net::co_spawn(m_executor, std::move(task), [self](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -375,7 +377,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   net::awaitable<void> pause(unsigned failures) {
     auto delay = failures == 0 ? std::chrono::milliseconds(20)
                                : m_engine.m_options.retry_backoff * (1u << std::min(failures - 1, 6u));
-    net::steady_timer timer(m_strand, delay);
+    net::steady_timer timer(m_executor, delay);
     co_await timer.async_wait(net::use_awaitable);
   }
 
@@ -432,7 +434,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   FillEngine& m_engine;
   const std::shared_ptr<Fill> m_fill;
   const FillSource m_source;
-  net::strand<net::io_context::executor_type> m_strand;
+  const net::any_io_executor m_executor;
   upstream::Url m_url;  // the content URL; replaced when re-resolved
   unsigned m_url_generation = 0;
   unsigned m_reresolves = 0;  // for the whole fill (k_max_reresolves)
@@ -451,10 +453,11 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
 
 // ---- FillEngine ----------------------------------------------------------------
 
-FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store, net::io_context& io)
-    : m_options(std::move(options)), m_hub(hub), m_store(store), m_io(io), m_fill_slots(m_options.max_fills) {}
+FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store)
+    : m_options(std::move(options)), m_hub(hub), m_store(store), m_fill_slots(m_options.max_fills) {}
 
-FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader) {
+FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
+                                        net::any_io_executor executor) {
   while (true) {
     // Keyed by digest and size: a client told another size for the same
     // digest must not share (and be sized by) this fill.
@@ -468,7 +471,7 @@ FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::ui
     leader = lead;
     if (prefer) fill->prefer(*prefer);
     Membership member(shared_from_this(), fill);
-    if (lead) FillRun::start(shared_from_this(), std::move(fill), std::move(source));
+    if (lead) FillRun::start(shared_from_this(), std::move(fill), std::move(source), std::move(executor));
     return member;
   }
 }

@@ -26,7 +26,10 @@
 // data is dropped.
 //
 // Thread safety: FillEngine and Fill are safe from any thread. Each fill
-// runs on its own strand of the io_context.
+// runs on the executor its leader gave (the leader's connection's event
+// loop), so its chunk requests, the leader's stream and the writes to the
+// staging file share one thread; clients on other loops follow it through
+// the Watermark.
 #pragma once
 
 #include "hub_client.hpp"
@@ -38,7 +41,7 @@
 #include <hubcache/flight/watermark.hpp>
 #include <hubcache/storage/blob_store.hpp>
 
-#include <boost/asio/io_context.hpp>
+#include <boost/asio/any_io_executor.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -99,7 +102,7 @@ class Fill {
 // be destroyed with the io_context after the service that made them.
 class FillEngine : public std::enable_shared_from_this<FillEngine> {
  public:
-  FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store, net::io_context& io);
+  FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store);
 
   // A client's membership in a fill; leaving may stop an abandoned fill.
   class Membership {
@@ -117,10 +120,12 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
     std::shared_ptr<Fill> m_fill;
   };
 
-  // Joins the live fill of this content or starts one (the caller is then
-  // its leader: `leader` is set). Counts the caller as a client until the
-  // Membership is destroyed. `prefer`: the offset a Range client starts at.
-  Membership join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader);
+  // Joins the live fill of this content or starts one on `executor` (the
+  // caller is then its leader: `leader` is set). Counts the caller as a
+  // client until the Membership is destroyed. `prefer`: the offset a Range
+  // client starts at. REQUIRES: `executor` is a strand or single-threaded.
+  Membership join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
+                  net::any_io_executor executor);
 
   const FillOptions& options() const noexcept { return m_options; }
 
@@ -132,7 +137,6 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
   const FillOptions m_options;
   HubClient& m_hub;
   storage::BlobStore& m_store;
-  net::io_context& m_io;
   flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by Fill::key (content-addressed)
   flight::Semaphore m_fill_slots;
   std::mutex m_hosts_mutex;

@@ -51,8 +51,8 @@ class Service final : public HubService {
         m_deps(std::move(deps)),
         m_hub(m_deps.http, m_options.upstream),
         m_state(m_options.policy, *m_deps.docs, *m_deps.blocking),
-        m_api(m_hub, m_state, *m_deps.io, m_options.public_url),
-        m_fills(std::make_shared<FillEngine>(m_options.fill, m_hub, *m_deps.store, *m_deps.io)) {}
+        m_api(m_hub, m_state, m_options.public_url),
+        m_fills(std::make_shared<FillEngine>(m_options.fill, m_hub, *m_deps.store)) {}
 
   net::awaitable<void> handle(http::Exchange& ex) override {
     const auto& req = ex.request();
@@ -215,7 +215,7 @@ class Service final : public HubService {
     std::optional<std::uint64_t> prefer;
     if (decision.outcome == core::RangeOutcome::partial) prefer = decision.range.first;
     bool leader = false;
-    auto member = m_fills->join(fill_source(route, meta, auth, key), prefer, leader);
+    auto member = m_fills->join(fill_source(route, meta, auth, key), prefer, leader, ex.executor());
     ex.set_outcome(leader ? "fill" : "join");
     co_await stream_fill(ex, route, meta, member.fill(), decision, auth);
   }

@@ -4,7 +4,10 @@
 #include "connection_pool.hpp"
 #include "proxy.hpp"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/beast/http/error.hpp>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
@@ -22,6 +25,20 @@ namespace {
 // signed Location URLs and Link headers without letting a broken upstream
 // make us buffer without bound.
 constexpr std::uint32_t k_header_limit = 64 * 1024;
+
+// The plain executor of the io_context `ex` runs on (a strand's context
+// included), or `ex` itself when it is not an io_context's.
+net::any_io_executor loop_executor(const net::any_io_executor& ex) {
+  using Plain = net::io_context::executor_type;
+  if (const auto* strand = ex.target<net::strand<Plain>>()) return strand->get_inner_executor();
+  return ex;
+}
+
+// Pool keys start with the loop's identity: a pooled connection is only
+// handed to a caller on the loop it was opened on.
+std::string loop_tag(const net::any_io_executor& loop) {
+  return std::to_string(reinterpret_cast<std::uintptr_t>(&net::query(loop, net::execution::context))) + " ";
+}
 // read_all reads through this window; the body itself is bounded by `limit`.
 constexpr std::size_t k_read_all_chunk = 16 * 1024;
 // Streamed request bodies go through one buffer of this size per request.
@@ -176,9 +193,8 @@ struct Proxies {
 
 class Client final : public HttpClient {
  public:
-  Client(net::any_io_executor executor, ClientOptions options, std::unique_ptr<ssl::context> tls, Proxies proxies)
-      : m_executor(std::move(executor)),
-        m_options(std::move(options)),
+  Client(ClientOptions options, std::unique_ptr<ssl::context> tls, Proxies proxies)
+      : m_options(std::move(options)),
         m_tls(std::move(tls)),
         m_proxies(std::move(proxies)),
         m_pool(std::make_shared<ConnectionPool>(m_options.max_idle_per_host, m_options.idle_timeout)) {}
@@ -221,7 +237,11 @@ class Client final : public HttpClient {
     // A connection through a proxy is only reusable for the same target and
     // proxy: a tunnel leads to one origin, and a forwarding connection
     // carries that proxy's credentials.
-    const std::string pool_key = proxy != nullptr ? origin + " via " + proxy->display : origin;
+    // Connections are opened on the caller's event loop and pooled per loop,
+    // so a connection's I/O completes on the thread that uses it.
+    const net::any_io_executor loop = loop_executor(co_await net::this_coro::executor);
+    std::string pool_key = loop_tag(loop);
+    pool_key += proxy != nullptr ? origin + " via " + proxy->display : origin;
     if (proxy != nullptr) {
       spdlog::debug("upstream {} {}{} via proxy {}", message.method_string(), origin, path_only(url.target),
                     proxy->display);
@@ -230,7 +250,7 @@ class Client final : public HttpClient {
     }
 
     if (request.body_source) {
-      co_return co_await send_streamed(message, request.body_source, url, proxy, pool_key);
+      co_return co_await send_streamed(loop, message, request.body_source, url, proxy, pool_key);
     }
 
     // At most two attempts: the second only when a pooled connection turned
@@ -239,7 +259,7 @@ class Client final : public HttpClient {
       ConnectionPtr conn = attempt == 0 ? m_pool->take(pool_key) : nullptr;
       const bool reused = conn != nullptr;
       if (!conn) {
-        auto opened = co_await Connection::open(m_executor, url, proxy, m_tls.get(), m_options.connect_timeout);
+        auto opened = co_await Connection::open(loop, url, proxy, m_tls.get(), m_options.connect_timeout);
         if (!opened) {
           spdlog::debug("upstream {}: connect failed: {}", origin, opened.error().message());
           co_return opened.error();
@@ -274,9 +294,10 @@ class Client final : public HttpClient {
 
  private:
   // send() for a request whose body comes from `source`, on a new connection.
-  net::awaitable<result<ResponsePtr>> send_streamed(const OutgoingRequest& message, const BodySource& source,
-                                                    const Url& url, const Proxy* proxy, const std::string& pool_key) {
-    auto opened = co_await Connection::open(m_executor, url, proxy, m_tls.get(), m_options.connect_timeout);
+  net::awaitable<result<ResponsePtr>> send_streamed(net::any_io_executor loop, const OutgoingRequest& message,
+                                                    const BodySource& source, const Url& url, const Proxy* proxy,
+                                                    const std::string& pool_key) {
+    auto opened = co_await Connection::open(loop, url, proxy, m_tls.get(), m_options.connect_timeout);
     if (!opened) co_return opened.error();
     ConnectionPtr conn = std::move(*opened);
     if (auto ec = co_await conn->write_head(message, m_options.io_timeout)) co_return map_error(ec);
@@ -308,7 +329,6 @@ class Client final : public HttpClient {
     return &*proxy;
   }
 
-  const net::any_io_executor m_executor;
   const ClientOptions m_options;
   const std::unique_ptr<ssl::context> m_tls;  // shared by all https connections; read-only after construction
   const Proxies m_proxies;
@@ -317,7 +337,7 @@ class Client final : public HttpClient {
 
 }  // namespace
 
-std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, const ClientOptions& options) {
+std::shared_ptr<HttpClient> make_http_client(const ClientOptions& options) {
   auto tls = std::make_unique<ssl::context>(ssl::context::tls_client);
   boost::system::error_code ec;
   tls->set_default_verify_paths(ec);
@@ -345,7 +365,7 @@ std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, cons
   proxies.no_proxy = NoProxy(options.no_proxy);
   if (proxies.https) spdlog::info("upstream: https:// via proxy {}", proxies.https->display);
   if (proxies.http) spdlog::info("upstream: http:// via proxy {}", proxies.http->display);
-  return std::make_shared<Client>(std::move(executor), options, std::move(tls), std::move(proxies));
+  return std::make_shared<Client>(options, std::move(tls), std::move(proxies));
 }
 
 }  // namespace hubcache::upstream

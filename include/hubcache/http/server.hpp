@@ -1,6 +1,7 @@
 // A small asynchronous HTTP/1.1 server (Beast + C++20 coroutines).
 //
-// Each connection is one coroutine on its own strand: read a request (with
+// Each connection is one coroutine on its own strand (or on one of the
+// event loops the server was given, see Server): read a request (with
 // header and body limits and a deadline), hand it to the Handler, repeat while
 // keep-alive allows. One request is handled at a time per connection, which
 // bounds pipelining. Handlers stream large bodies through Exchange without
@@ -30,6 +31,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hubcache::http {
 
@@ -80,7 +82,8 @@ class Exchange {
   // hubcache parses itself. std::errc::message_size when it exceeds
   // ServerOptions::body_limit, other errors as read_body_some().
   virtual net::awaitable<result<void>> read_body() = 0;
-  // The connection's strand; coroutines started for this exchange run here.
+  // The connection's strand (or event loop); coroutines started for this
+  // exchange run here.
   virtual net::any_io_executor executor() const = 0;
 
   // Sends a complete response. Content-Length is set from the body; for a HEAD
@@ -116,7 +119,11 @@ using Handler = std::function<net::awaitable<void>(Exchange&)>;
 
 class Server {
  public:
-  Server(net::io_context& ioc, ServerOptions options, Handler handler);
+  // Accepts on `ioc`. Connections go round-robin to `loops`, io_contexts run
+  // by one thread each, whose executors then serve as the connections'
+  // strands: a connection's handlers never hop between threads. Without
+  // loops, each connection gets its own strand of `ioc`.
+  Server(net::io_context& ioc, ServerOptions options, Handler handler, std::vector<net::io_context*> loops = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -76,7 +76,6 @@ struct ServiceDeps {
   storage::MetadataIndex* index = nullptr;     // outlives the service
   storage::DocumentStore* docs = nullptr;      // outlives the service
   net::thread_pool* blocking = nullptr;        // outlives the service
-  net::io_context* io = nullptr;               // runs fills; outlives the service
 };
 
 class HubService {

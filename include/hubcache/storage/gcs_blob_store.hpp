@@ -157,10 +157,9 @@ class GcsBlobStore : public BlobStore {
 // file and the environment), takes an exclusive lock on staging_dir and
 // empties it. Does no network I/O. Throws std::invalid_argument on bad
 // options and std::runtime_error on an unusable staging directory (startup
-// only). HTTP runs on `executor`; staging-file work (create, reads for the
-// upload, unlink) on `blocking`, which must outlive the store and its
-// readers and writers.
-std::unique_ptr<GcsBlobStore> make_gcs_blob_store(const GcsOptions& options, net::any_io_executor executor,
-                                                  net::thread_pool& blocking);
+// only). HTTP runs on the calling coroutine's io_context; staging-file work
+// (create, reads for the upload, unlink) on `blocking`, which must outlive
+// the store and its readers and writers.
+std::unique_ptr<GcsBlobStore> make_gcs_blob_store(const GcsOptions& options, net::thread_pool& blocking);
 
 }  // namespace hubcache::storage

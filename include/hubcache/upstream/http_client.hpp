@@ -4,7 +4,10 @@
 // policy layer in src/hub decides that). http:// and https:// are supported;
 // https verifies the peer against the system CA store plus an optional extra
 // CA file, sends SNI and checks the host name. Idle keep-alive connections
-// are pooled per (scheme, host, port, proxy used) and reused.
+// are pooled per (event loop, scheme, host, port, proxy used) and reused: a
+// connection is opened on the io_context of the coroutine that sends (a
+// strand's context included) and only reused by callers on that io_context,
+// so with one thread per io_context its I/O never hops between threads.
 //
 // Outbound proxies (ClientOptions::https_proxy/http_proxy/no_proxy): an
 // https:// request goes through an HTTP CONNECT tunnel to the target, with
@@ -146,6 +149,6 @@ class HttpClient {
 // Throws std::runtime_error when the extra CA file cannot be loaded or a
 // proxy URL is malformed or unsupported (startup); the message never
 // contains proxy credentials.
-std::shared_ptr<HttpClient> make_http_client(net::any_io_executor executor, const ClientOptions& options);
+std::shared_ptr<HttpClient> make_http_client(const ClientOptions& options);
 
 }  // namespace hubcache::upstream

@@ -4,7 +4,7 @@
 // Where work runs: append() writes the staging file on the caller's thread
 // (page-cache writes, as the disk store does); creating staging files,
 // reading them back for the upload and unlinking them run on the blocking
-// pool; HTTP runs on the executor given at construction.
+// pool; HTTP runs on the calling coroutine's io_context (upstream::HttpClient).
 #include <hubcache/storage/gcs_blob_store.hpp>
 
 #include "../posix_file.hpp"
@@ -500,8 +500,7 @@ UniqueFd take_staging_dir(const fs::path& dir) {
 
 }  // namespace
 
-std::unique_ptr<GcsBlobStore> make_gcs_blob_store(const GcsOptions& options, net::any_io_executor executor,
-                                                  net::thread_pool& blocking) {
+std::unique_ptr<GcsBlobStore> make_gcs_blob_store(const GcsOptions& options, net::thread_pool& blocking) {
   if (options.bucket.empty()) throw std::invalid_argument("gcs: no bucket configured");
   if (options.staging_dir.empty()) throw std::invalid_argument("gcs: no staging directory configured");
   if (options.chunk_size == 0 || options.chunk_size % k_chunk_granularity != 0) {
@@ -531,7 +530,7 @@ std::unique_ptr<GcsBlobStore> make_gcs_blob_store(const GcsOptions& options, net
     }
   }
 
-  auto http = upstream::make_http_client(executor, options.http);
+  auto http = upstream::make_http_client(options.http);
   TokenSourcePtr tokens;
   std::string described;
   switch (kind) {

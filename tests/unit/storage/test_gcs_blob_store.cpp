@@ -65,8 +65,8 @@ struct GcsEnv {
     options.retry = fast_retry();
     return options;
   }
-  std::unique_ptr<BlobStore> open(boost::asio::io_context& ioc, boost::asio::thread_pool& pool) {
-    return make_gcs_blob_store(options(), ioc.get_executor(), pool);
+  std::unique_ptr<BlobStore> open(boost::asio::io_context& /*ioc: HTTP runs on the caller's*/, boost::asio::thread_pool& pool) {
+    return make_gcs_blob_store(options(), pool);
   }
   fs::path staging_dir() const { return m_dir / "gcs-staging"; }
 
@@ -99,7 +99,7 @@ class GcsBlobStoreTest : public BlobStoreTestBase {
 
   void open_store(const GcsOptions& options) {
     m_store.reset();
-    auto store = make_gcs_blob_store(options, m_ioc.get_executor(), m_pool);
+    auto store = make_gcs_blob_store(options, m_pool);
     m_gcs = store.get();
     m_store = std::move(store);
   }
@@ -112,7 +112,7 @@ class GcsBlobStoreTest : public BlobStoreTestBase {
     std::string body;
   };
   Raw raw(boost::beast::http::verb method, const std::string& target, std::string body = {}) {
-    auto client = upstream::make_http_client(m_ioc.get_executor(), {});
+    auto client = upstream::make_http_client({});
     auto url = upstream::Url::parse(GcsEmulator::endpoint() + target);
     EXPECT_TRUE(url.has_value());
     auto task = [&]() -> boost::asio::awaitable<Raw> {
@@ -272,7 +272,7 @@ TEST(GcsBlobStoreStartup, RejectsBadOptionsAndSharedStaging) {
     options.staging_dir = dir.path() / "staging";
     return options;
   };
-  auto make = [&](const GcsOptions& options) { return make_gcs_blob_store(options, ioc.get_executor(), pool); };
+  auto make = [&](const GcsOptions& options) { return make_gcs_blob_store(options, pool); };
 
   auto options = valid();
   options.chunk_size = 1000 * 1000;

@@ -141,7 +141,7 @@ class GcsCredentialsTest : public ::testing::Test {
         .dump();
   }
 
-  std::shared_ptr<upstream::HttpClient> client() { return upstream::make_http_client(m_ioc.get_executor(), {}); }
+  std::shared_ptr<upstream::HttpClient> client() { return upstream::make_http_client({}); }
   result<std::string> token(TokenSource& source) { return test::run(m_ioc, source.token()); }
 
   // A fake token endpoint at /token that checks JWTs against `verify_with`.
@@ -305,7 +305,7 @@ TEST_F(GcsCredentialsTest, StoreSendsBearerTokensAndNeverLogsThem) {
   options.metadata_server = m_server->url("");
   options.staging_dir = dir.path() / "staging";
   options.retry = {3, 1ms, 5ms};
-  auto store = make_gcs_blob_store(options, m_ioc.get_executor(), pool);
+  auto store = make_gcs_blob_store(options, pool);
   auto absent = test::run(m_ioc, store->open(core::Sha256{}));
   auto status = test::run(m_ioc, store->stat(core::Sha256{}));
   store.reset();
@@ -340,7 +340,7 @@ TEST_F(GcsCredentialsTest, StoreUsesTheServiceAccountKeyFile) {
   options.endpoint = m_server->url("");
   options.credentials_file = dir.path() / "key.json";  // automatic: a key file wins
   options.staging_dir = dir.path() / "staging";
-  auto store = make_gcs_blob_store(options, m_ioc.get_executor(), pool);
+  auto store = make_gcs_blob_store(options, pool);
   auto absent = test::run(m_ioc, store->open(core::Sha256{}));
   ASSERT_TRUE(absent.has_value()) << absent.error().message();
   std::lock_guard lock(m_mutex);

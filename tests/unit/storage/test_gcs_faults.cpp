@@ -63,7 +63,7 @@ class GcsFaultTest : public BlobStoreTestBase {
     options.staging_dir = m_dir.path() / "staging";
     options.chunk_size = k_chunk;
     options.retry = {3, 1ms, 5ms};
-    m_store = make_gcs_blob_store(options, m_ioc.get_executor(), m_pool);
+    m_store = make_gcs_blob_store(options, m_pool);
   }
   void TearDown() override { m_store.reset(); }
 

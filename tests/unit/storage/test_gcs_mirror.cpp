@@ -43,7 +43,7 @@ class GcsMirrorTest : public ::testing::Test {
     options.credentials = GcsCredentials::none;
     options.staging_dir = m_dir.path() / name / "gcs-staging";
     options.retry = {2, 10ms, 50ms};
-    return make_gcs_blob_store(options, m_ioc.get_executor(), m_pool);
+    return make_gcs_blob_store(options, m_pool);
   }
 
   struct Replica {

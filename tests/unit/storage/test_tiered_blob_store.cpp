@@ -75,7 +75,7 @@ std::unique_ptr<TieredBlobStore> open_tiered(const fs::path& dir, const std::str
   auto l1 = make_disk_blob_store({dir / "disk", 64 << 20}, pool);
   GcsOptions gcs = gcs_options(dir, prefix, endpoint);
   gcs.http.io_timeout = io_timeout;
-  std::shared_ptr<GcsBlobStore> l2 = make_gcs_blob_store(gcs, ioc.get_executor(), pool);
+  std::shared_ptr<GcsBlobStore> l2 = make_gcs_blob_store(gcs, pool);
   return make_tiered_blob_store(std::move(l1), std::move(l2), options, ioc.get_executor());
 }
 
@@ -119,7 +119,7 @@ class TieredBlobStoreTest : public BlobStoreTestBase {
   std::unique_ptr<GcsBlobStore> bucket() {
     return make_gcs_blob_store(gcs_options(m_dir.path() / ("raw" + std::to_string(++m_raw)), m_prefix,
                                            GcsEmulator::endpoint()),
-                               m_ioc.get_executor(), m_pool);
+                               m_pool);
   }
   bool in_bucket(const core::Sha256& key) {
     auto raw = bucket();

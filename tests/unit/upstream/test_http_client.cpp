@@ -67,7 +67,7 @@ class HttpClientTest : public ::testing::Test {
  protected:
   std::shared_ptr<HttpClient> client(ClientOptions options = {}) {
     options.user_agent = "hubcache-test";
-    return make_http_client(m_ioc.get_executor(), options);
+    return make_http_client(options);
   }
   Fetched get(HttpClient& client, const std::string& url, std::size_t window = 7) {
     return test::run(m_ioc, fetch(client, make_request(url), window));
@@ -458,7 +458,7 @@ TEST(MakeHttpClient, MissingCaFileThrowsAtStartup) {
   net::io_context ioc;
   ClientOptions options;
   options.extra_ca_file = "/nonexistent/ca.pem";
-  EXPECT_THROW(make_http_client(ioc.get_executor(), options), std::runtime_error);
+  EXPECT_THROW(make_http_client(options), std::runtime_error);
 }
 
 }  // namespace

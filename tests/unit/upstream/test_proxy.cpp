@@ -123,7 +123,7 @@ TEST(ProxyUrl, BadProxyThrowsAtStartupWithoutCredentials) {
   ClientOptions https;
   https.https_proxy = "https://user:s3cret@proxy:443";
   try {
-    make_http_client(ioc.get_executor(), https);
+    make_http_client(https);
     FAIL() << "no exception";
   } catch (const std::runtime_error& e) {
     const std::string what = e.what();
@@ -133,14 +133,14 @@ TEST(ProxyUrl, BadProxyThrowsAtStartupWithoutCredentials) {
   }
   ClientOptions socks;
   socks.http_proxy = "socks5://u:s3cret@proxy";
-  EXPECT_THROW(make_http_client(ioc.get_executor(), socks), std::runtime_error);
+  EXPECT_THROW(make_http_client(socks), std::runtime_error);
   ClientOptions fine;
   fine.https_proxy = "http://u:s3cret@proxy:3128";
   fine.http_proxy = "proxy";
   fine.no_proxy = "garbage:port, *.ok, [::1";
-  EXPECT_NO_THROW(make_http_client(ioc.get_executor(), fine));
+  EXPECT_NO_THROW(make_http_client(fine));
   fine.https_proxy = " ";  // blank = unset
-  EXPECT_NO_THROW(make_http_client(ioc.get_executor(), fine));
+  EXPECT_NO_THROW(make_http_client(fine));
 }
 
 // --- NO_PROXY -----------------------------------------------------------------
@@ -261,7 +261,7 @@ class ProxyTest : public ::testing::Test {
     o.no_proxy = std::move(no_proxy);
     return o;
   }
-  std::shared_ptr<HttpClient> client(const ClientOptions& o) { return make_http_client(m_ioc.get_executor(), o); }
+  std::shared_ptr<HttpClient> client(const ClientOptions& o) { return make_http_client(o); }
   Fetched get(HttpClient& c, const std::string& url) { return test::run(m_ioc, fetch(c, url)); }
 
   test::TempDir m_dir;
