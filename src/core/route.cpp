@@ -3,6 +3,7 @@
 #include <hubcache/util/percent.hpp>
 #include <hubcache/util/text.hpp>
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -18,21 +19,17 @@ bool has_control_char(std::string_view s) noexcept {
   return false;
 }
 
+bool plain_segment(std::string_view seg) noexcept { return !seg.empty() && seg != "." && seg != ".."; }
+
 // A decoded path: non-empty '/'-separated segments, none "." or "..".
 bool valid_path(std::string_view path) noexcept {
   if (path.empty() || has_control_char(path)) return false;
-  for (auto seg : split(path, '/')) {
-    if (seg.empty() || seg == "." || seg == "..") return false;
-  }
-  return true;
+  return util::all_fields(path, '/', plain_segment);
 }
 
 bool valid_revision(std::string_view rev) noexcept {
   if (rev.empty() || rev.size() > k_max_revision_length || has_control_char(rev)) return false;
-  for (auto seg : split(rev, '/')) {
-    if (seg.empty() || seg == "." || seg == "..") return false;
-  }
-  return true;
+  return util::all_fields(rev, '/', plain_segment);
 }
 
 std::optional<RepoType> type_from_prefix(std::string_view seg) {
@@ -98,9 +95,8 @@ std::string_view api_plural(RepoType type) noexcept {
 }
 
 bool valid_repo_id(std::string_view repo) noexcept {
-  const auto parts = split(repo, '/');
-  if (parts.size() > 2) return false;
-  for (auto part : parts) {
+  if (std::count(repo.begin(), repo.end(), '/') > 1) return false;
+  return util::all_fields(repo, '/', [](std::string_view part) {
     if (part.empty() || part.size() > 96 || part.front() == '.' || part.front() == '-') return false;
     if (part.find("..") != std::string_view::npos) return false;
     for (char c : part) {
@@ -108,8 +104,8 @@ bool valid_repo_id(std::string_view repo) noexcept {
                       c == '_' || c == '.';
       if (!ok) return false;
     }
-  }
-  return true;
+    return true;
+  });
 }
 
 std::string FileRoute::upstream_target(std::string_view revision_override) const {

@@ -1,6 +1,7 @@
 // Small string helpers shared by the parsers.
 #pragma once
 
+#include <algorithm>
 #include <string_view>
 #include <vector>
 
@@ -9,6 +10,7 @@ namespace hubcache::util {
 // Splits on every `sep`; empty fields are kept ("a//b" -> "a", "", "b").
 inline std::vector<std::string_view> split(std::string_view s, char sep) {
   std::vector<std::string_view> out;
+  out.reserve(static_cast<std::size_t>(std::count(s.begin(), s.end(), sep)) + 1);  // one allocation
   std::size_t start = 0;
   while (true) {
     const auto pos = s.find(sep, start);
@@ -17,6 +19,18 @@ inline std::vector<std::string_view> split(std::string_view s, char sep) {
     start = pos + 1;
   }
   return out;
+}
+
+// True when `pred` holds for every field split() would return; allocates
+// nothing (for validators on the request path).
+template <typename Pred>
+bool all_fields(std::string_view s, char sep, Pred pred) {
+  while (true) {
+    const auto pos = s.find(sep);
+    if (!pred(s.substr(0, pos))) return false;
+    if (pos == std::string_view::npos) return true;
+    s.remove_prefix(pos + 1);
+  }
 }
 
 // Without leading and trailing spaces and tabs (HTTP's optional whitespace).
