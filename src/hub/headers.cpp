@@ -86,12 +86,17 @@ std::string unquote_etag(std::string_view etag) {
 std::string content_disposition(std::string_view path) {
   const auto slash = path.rfind('/');
   const auto name = slash == std::string_view::npos ? path : path.substr(slash + 1);
-  std::string ascii;
+  const std::string encoded = util::percent_encode(name, util::KeepSlash::no);
+  std::string out;  // built in one allocation: this runs on every file answer
+  out.reserve(40 + encoded.size() + name.size());
+  out += "inline; filename*=UTF-8''";
+  out += encoded;
+  out += "; filename=\"";
   for (unsigned char c : name) {
-    ascii.push_back(c < 0x20 || c >= 0x7f || c == '"' || c == '\\' ? '_' : static_cast<char>(c));
+    out.push_back(c < 0x20 || c >= 0x7f || c == '"' || c == '\\' ? '_' : static_cast<char>(c));
   }
-  return "inline; filename*=UTF-8''" + util::percent_encode(name, util::KeepSlash::no) + "; filename=\"" + ascii +
-         "\";";
+  out += "\";";
+  return out;
 }
 
 }  // namespace hubcache::hub

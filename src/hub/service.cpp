@@ -266,13 +266,13 @@ class Service final : public HubService {
   // lacks it.
   net::awaitable<bool> serve_cached(http::Exchange& ex, const core::FileRoute& route, const std::string& commit,
                                     std::string_view warning) {
-    const auto fkey = file_key(route, commit);
-    auto rec = co_await m_deps.index->get(fkey);
+    auto fkey = file_key(route, commit);
+    auto rec = co_await m_deps.index->get(std::move(fkey));
     if (!rec || !*rec) co_return false;
-    const auto& r = **rec;
+    auto& r = **rec;  // our copy: its strings move into meta
     auto reader = co_await m_deps.store->open(r.sha256);
     if (!reader || !*reader) co_return false;
-    FileMeta meta{commit, r.etag, r.lfs, r.size, r.content_type, {}, true};
+    FileMeta meta{commit, std::move(r.etag), r.lfs, r.size, std::move(r.content_type), {}, true};
     co_await serve_blob(ex, route, meta, std::move(**reader), warning);
     co_return true;
   }
@@ -297,9 +297,14 @@ class Service final : public HubService {
 
   void set_file_headers(http::HeadResponse& res, const core::FileRoute& route, const FileMeta& meta) const {
     res.set("X-Repo-Commit", meta.commit);
-    res.set(bhttp::field::etag, "\"" + meta.etag + "\"");
+    std::string quoted;
+    quoted.reserve(meta.etag.size() + 2);
+    quoted += '"';
+    quoted += meta.etag;
+    quoted += '"';
+    res.set(bhttp::field::etag, quoted);
     if (meta.lfs) {
-      res.set("X-Linked-Etag", "\"" + meta.etag + "\"");
+      res.set("X-Linked-Etag", quoted);
       res.set("X-Linked-Size", std::to_string(meta.size));
     }
     res.set(bhttp::field::accept_ranges, "bytes");

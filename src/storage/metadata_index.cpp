@@ -61,6 +61,7 @@ std::string sha256_hex(std::string_view data) {
 // "a"+"b/c") and independent of how a JSON library escapes strings.
 std::string canonical_key(const FileKey& key) {
   std::string out;
+  out.reserve(key.repo_type.size() + key.repo.size() + key.commit.size() + key.path.size() + key.kind.size() + 20);
   for (const std::string* field : {&key.repo_type, &key.repo, &key.commit, &key.path, &key.kind}) {
     out += std::to_string(field->size());
     out += ':';
