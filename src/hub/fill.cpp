@@ -1,5 +1,7 @@
 #include "fill.hpp"
 
+#include "headers.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -33,13 +35,6 @@ constexpr unsigned k_max_reresolves = 8;
 constexpr std::size_t k_max_preferred = 64;
 
 std::span<const std::byte> as_span(const std::vector<std::byte>& buf, std::size_t n) { return {buf.data(), n}; }
-
-// "bytes FIRST-LAST/TOTAL" -> true when it is exactly what was asked for.
-bool content_range_is(std::string_view value, std::uint64_t first, std::uint64_t last, std::uint64_t total) {
-  const std::string want =
-      "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(total);
-  return value == want;
-}
 
 bool retryable(std::error_code ec) {
   return ec == errc::upstream_unavailable || ec == errc::upstream_timeout || ec == errc::upstream_protocol ||

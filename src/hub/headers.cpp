@@ -99,4 +99,10 @@ std::string content_disposition(std::string_view path) {
   return out;
 }
 
+bool content_range_is(std::string_view value, std::uint64_t first, std::uint64_t last, std::uint64_t total) {
+  const std::string want =
+      "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(total);
+  return value == want;
+}
+
 }  // namespace hubcache::hub

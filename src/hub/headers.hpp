@@ -3,6 +3,7 @@
 
 #include <boost/beast/http/fields.hpp>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -33,5 +34,8 @@ std::string unquote_etag(std::string_view etag);
 
 // `inline; filename*=UTF-8''<enc>; filename="<ascii>";` as the Hub sends it.
 std::string content_disposition(std::string_view path);
+
+// True when a Content-Range value is exactly "bytes FIRST-LAST/TOTAL".
+bool content_range_is(std::string_view value, std::uint64_t first, std::uint64_t last, std::uint64_t total);
 
 }  // namespace hubcache::hub

@@ -239,7 +239,56 @@ class Service final : public HubService {
     bool leader = false;
     auto member = m_fills->join(fill_source(route, meta, auth, key), prefer, leader, ex.executor());
     ex.set_outcome(leader ? "fill" : "join");
+    // Not for another hubcache's fill (its User-Agent): it verifies the whole
+    // blob before using any of it, so relaying would only fetch the tail twice.
+    const bool from_hubcache = req[bhttp::field::user_agent].starts_with("hubcache/");
+    if (!from_hubcache && is_small_tail(decision, meta) && co_await relay_tail(ex, route, meta, decision, auth)) {
+      co_return;
+    }
     co_await stream_fill(ex, route, meta, member.fill(), decision, auth);
+  }
+
+  // A range that ends at the file's last byte and is at most one chunk (a
+  // parquet footer, the tail of a file read by offset), of a file larger
+  // than one chunk, not the whole file.
+  bool is_small_tail(const core::RangeDecision& d, const FileMeta& meta) const {
+    return d.outcome == core::RangeOutcome::partial && meta.size > m_options.fill.chunk_size && d.range.first > 0 &&
+           d.range.last + 1 == meta.size && d.range.length() <= m_options.fill.chunk_size;
+  }
+
+  // From a fill, the file's last byte is released only once the whole blob
+  // is verified, so a cold small tail range would wait for the whole file
+  // (a dataset reader's first request, the parquet footer, would take as
+  // long as the download). Such a range is answered straight from upstream
+  // instead, as the CDN itself answers it: unverified, like any range, while
+  // the fill goes on for later requests. False when upstream gave no usable
+  // answer before anything was sent: the caller then waits for the fill.
+  net::awaitable<bool> relay_tail(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
+                                  const core::RangeDecision& decision, const std::string& auth) {
+    const core::ByteRange range = decision.range;
+    const std::optional<std::pair<std::uint64_t, std::uint64_t>> wanted{{range.first, range.last}};
+    auto resp = co_await m_hub.get_content(meta.content_url, meta.content_on_hub, auth, wanted);
+    if (!resp) co_return false;
+    auto& up = **resp;
+    const auto len = up.content_length();
+    if (up.status() != 206 || !content_range_is(up.headers()[bhttp::field::content_range], range.first, range.last,
+                                                meta.size) ||
+        (len && *len != range.length())) {
+      co_return false;
+    }
+    ex.set_outcome("tail");
+    if (!co_await write_file_head(ex, route, meta, decision)) co_return true;
+    std::vector<std::byte> buf(std::min<std::uint64_t>(k_copy_buffer, range.length()));
+    for (std::uint64_t sent = 0; sent < range.length();) {
+      auto n = co_await up.read_some(buf);
+      if (!n || *n == 0 || sent + *n > range.length()) {
+        ex.close_after();  // cut short: the client sees an error, as from the CDN
+        co_return true;
+      }
+      if (!co_await ex.write_body(as_span(buf, *n))) co_return true;
+      sent += *n;
+    }
+    co_return true;
   }
 
   // What a fill needs from the Hub side: a way to refresh an expired CDN URL
