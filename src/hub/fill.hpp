@@ -128,11 +128,13 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
                   net::any_io_executor executor);
 
   const FillOptions& options() const noexcept { return m_options; }
+  // The FillOptions::connections_per_host bound for `origin` ("scheme://host:port"),
+  // for other requests to it that should count too.
+  flight::Semaphore& host_slots(const std::string& origin);
 
  private:
   friend class FillRun;
   void leave(const std::shared_ptr<Fill>& fill);
-  flight::Semaphore& host_slots(const std::string& origin);
 
   const FillOptions m_options;
   HubClient& m_hub;

@@ -7,6 +7,8 @@
 #include "hub_client.hpp"
 #include "state.hpp"
 
+#include <hubcache/util/text.hpp>
+
 #include <hubcache/core/byte_range.hpp>
 #include <hubcache/core/digest.hpp>
 #include <hubcache/core/route.hpp>
@@ -234,39 +236,45 @@ class Service final : public HubService {
       co_await respond_416(ex, route, meta);
       co_return;
     }
+    if (is_footer_read(req, decision, meta) && co_await relay_tail(ex, route, meta, decision, auth)) co_return;
     std::optional<std::uint64_t> prefer;
     if (decision.outcome == core::RangeOutcome::partial) prefer = decision.range.first;
     bool leader = false;
     auto member = m_fills->join(fill_source(route, meta, auth, key), prefer, leader, ex.executor());
     ex.set_outcome(leader ? "fill" : "join");
-    // Not for another hubcache's fill (its User-Agent): it verifies the whole
-    // blob before using any of it, so relaying would only fetch the tail twice.
-    const bool from_hubcache = req[bhttp::field::user_agent].starts_with("hubcache/");
-    if (!from_hubcache && is_small_tail(decision, meta) && co_await relay_tail(ex, route, meta, decision, auth)) {
-      co_return;
-    }
     co_await stream_fill(ex, route, meta, member.fill(), decision, auth);
   }
 
-  // A range that ends at the file's last byte and is at most one chunk (a
-  // parquet footer, the tail of a file read by offset), of a file larger
-  // than one chunk, not the whole file.
-  bool is_small_tail(const core::RangeDecision& d, const FileMeta& meta) const {
-    return d.outcome == core::RangeOutcome::partial && meta.size > m_options.fill.chunk_size && d.range.first > 0 &&
-           d.range.last + 1 == meta.size && d.range.length() <= m_options.fill.chunk_size;
+  // A closed or suffix range (`bytes=A-B`, `bytes=-N`) that ends at the
+  // file's last byte and is at most one chunk long, of a file larger than
+  // one chunk: how readers fetch a parquet footer or the tail of a file read
+  // by offset. Not an open-ended `bytes=A-` (how downloads resume: they get
+  // the last byte only verified, from the fill), and not another hubcache's
+  // fill (its User-Agent), which verifies the whole blob before using any of
+  // it, so relaying would only fetch the tail twice.
+  bool is_footer_read(const http::Request& req, const core::RangeDecision& d, const FileMeta& meta) const {
+    if (d.outcome != core::RangeOutcome::partial || d.range.first == 0 || d.range.last + 1 != meta.size ||
+        meta.size <= m_options.fill.chunk_size || d.range.length() > m_options.fill.chunk_size) {
+      return false;
+    }
+    return !util::trim(req[bhttp::field::range]).ends_with('-') &&
+           !req[bhttp::field::user_agent].starts_with("hubcache/");
   }
 
   // From a fill, the file's last byte is released only once the whole blob
-  // is verified, so a cold small tail range would wait for the whole file
-  // (a dataset reader's first request, the parquet footer, would take as
-  // long as the download). Such a range is answered straight from upstream
-  // instead, as the CDN itself answers it: unverified, like any range, while
-  // the fill goes on for later requests. False when upstream gave no usable
-  // answer before anything was sent: the caller then waits for the fill.
+  // is verified, so a cold footer read would wait for the whole download (a
+  // dataset reader's first request would take as long as the file). Such a
+  // range is answered straight from upstream instead, as the CDN itself
+  // answers it: unverified, like any range a CDN serves. It starts no fill:
+  // a reader that goes on to read the rest starts one then. Each such
+  // request is one upstream request (within upstream_connections_per_host).
+  // False when upstream gave no usable answer before anything was sent: the
+  // caller then serves the range from a fill.
   net::awaitable<bool> relay_tail(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
                                   const core::RangeDecision& decision, const std::string& auth) {
     const core::ByteRange range = decision.range;
     const std::optional<std::pair<std::uint64_t, std::uint64_t>> wanted{{range.first, range.last}};
+    auto slot = co_await m_fills->host_slots(meta.content_url.origin()).acquire();
     auto resp = co_await m_hub.get_content(meta.content_url, meta.content_on_hub, auth, wanted);
     if (!resp) co_return false;
     auto& up = **resp;
