@@ -98,8 +98,9 @@ class Fill {
   std::atomic<bool> m_running{false};
 };
 
-// Held by shared_ptr: fills and memberships keep it alive, because they may
-// be destroyed with the io_context after the service that made them.
+// Held by shared_ptr: fills and memberships keep it alive, so a suspended
+// fill coroutine may outlive the service that made it (the application
+// destroys such coroutines before the service, but nothing here relies on it).
 class FillEngine : public std::enable_shared_from_this<FillEngine> {
  public:
   FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store);

@@ -39,7 +39,6 @@
 #include <hubcache/storage/blob_store.hpp>
 #include <hubcache/upstream/http_client.hpp>
 
-#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
