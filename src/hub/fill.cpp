@@ -362,8 +362,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     const unsigned status = resp.status();
     const auto len = resp.content_length();
     if (status == 206 && range) {
-      if (!content_range_is(resp.headers()[bhttp::field::content_range], range->first, range->second, meta().size) ||
-          (len && *len != c.end - c.pos)) {
+      if (!is_exact_range(resp.headers(), len, range->first, range->second, meta().size)) {
         spdlog::warn("fill of {}: upstream answered bytes {}-{} with Content-Range '{}'", meta().etag, range->first,
                      range->second, std::string_view(resp.headers()[bhttp::field::content_range]));
         co_return Failure{make_error_code(errc::upstream_protocol), false, false};

@@ -99,10 +99,11 @@ std::string content_disposition(std::string_view path) {
   return out;
 }
 
-bool content_range_is(std::string_view value, std::uint64_t first, std::uint64_t last, std::uint64_t total) {
+bool is_exact_range(const bhttp::fields& h, std::optional<std::uint64_t> content_length, std::uint64_t first,
+                    std::uint64_t last, std::uint64_t total) {
   const std::string want =
       "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(total);
-  return value == want;
+  return h[bhttp::field::content_range] == want && (!content_length || *content_length == last - first + 1);
 }
 
 }  // namespace hubcache::hub

@@ -4,6 +4,7 @@
 #include <boost/beast/http/fields.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -35,7 +36,10 @@ std::string unquote_etag(std::string_view etag);
 // `inline; filename*=UTF-8''<enc>; filename="<ascii>";` as the Hub sends it.
 std::string content_disposition(std::string_view path);
 
-// True when a Content-Range value is exactly "bytes FIRST-LAST/TOTAL".
-bool content_range_is(std::string_view value, std::uint64_t first, std::uint64_t last, std::uint64_t total);
+// True when a 206's headers carry exactly the bytes FIRST..LAST of TOTAL:
+// Content-Range "bytes FIRST-LAST/TOTAL", and a Content-Length (when there
+// is one) of their count.
+bool is_exact_range(const bhttp::fields& h, std::optional<std::uint64_t> content_length, std::uint64_t first,
+                    std::uint64_t last, std::uint64_t total);
 
 }  // namespace hubcache::hub

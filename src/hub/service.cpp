@@ -278,10 +278,7 @@ class Service final : public HubService {
     auto resp = co_await m_hub.get_content(meta.content_url, meta.content_on_hub, auth, wanted);
     if (!resp) co_return false;
     auto& up = **resp;
-    const auto len = up.content_length();
-    if (up.status() != 206 || !content_range_is(up.headers()[bhttp::field::content_range], range.first, range.last,
-                                                meta.size) ||
-        (len && *len != range.length())) {
+    if (up.status() != 206 || !is_exact_range(up.headers(), up.content_length(), range.first, range.last, meta.size)) {
       co_return false;
     }
     ex.set_outcome("tail");
