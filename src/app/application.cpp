@@ -60,11 +60,12 @@ struct Stores {
 // under the default cache_dir only staging fills when just the bucket is
 // (GCS hits are not copied to disk; docs/gcs.md). With GCS, the metadata
 // index and documents are mirrored to the bucket too. GCS HTTP runs on `io`.
-// One event loop per I/O thread. A connection and the fills it leads live
-// on one loop, so their handlers never hop between threads (with one shared
+// One event loop per thread. A connection lives on one loop, and so does a
+// fill, so their handlers never hop between threads (with one shared
 // io_context and a strand each, every socket completion woke another thread
 // and the strand handed work back: measured, a cold fill ran at half the
-// speed on 2 threads that it ran on 1).
+// speed on 2 threads that it ran on 1). Fills get loops of their own, apart
+// from the I/O threads' (see ServiceDeps::fill_loops).
 class Loop : public net::io_context {
  public:
   Loop() : net::io_context(1) {}
@@ -96,10 +97,10 @@ class Loops {
   ~Loops() { drop_pending(); }
 
   Loop& operator[](std::size_t i) { return *m_loops[i]; }
-  std::size_t size() const { return m_loops.size(); }
-  std::vector<net::io_context*> all() {
+  // Loops [begin, end).
+  std::vector<net::io_context*> range(std::size_t begin, std::size_t end) {
     std::vector<net::io_context*> out;
-    for (auto& loop : m_loops) out.push_back(loop.get());
+    for (std::size_t i = begin; i < end; ++i) out.push_back(m_loops[i].get());
     return out;
   }
 
@@ -167,6 +168,10 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client is an error code, not a signal
 
   const unsigned threads = cfg.threads != 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
+  // A fill costs about one CPU-second per GiB (receive, write, hash on the
+  // blocking pool): one fill thread per four I/O threads keeps up with
+  // several cold pulls at once.
+  const unsigned fill_threads = std::max(1u, threads / 4);
 
   auto upstream_url = upstream::Url::parse(cfg.upstream);
   if (!upstream_url) throw std::runtime_error("upstream: cannot parse " + cfg.upstream);
@@ -178,7 +183,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   // background uploads run on loop 0.
   net::thread_pool blocking(k_blocking_threads);
   Stores stores;  // declared before the loops, built after them: GCS needs loop 0
-  Loops loops(threads);
+  Loops loops(threads + fill_threads);  // I/O loops first, then the fill loops
   stores = make_stores(cfg, loops[0], blocking, version, env);
 
   // Corporate proxies: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as curl reads them.
@@ -207,7 +212,11 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   service_options.fill.max_fills = cfg.max_fills;
   service_options.fill.connections_per_host = cfg.upstream_connections_per_host;
   service_options.fill.abandon_above = cfg.abandon_fill_above;
-  auto service = hub::make_hub_service(service_options, {client, stores.blobs.get(), stores.index.get(), stores.docs.get(), &blocking});
+  hub::ServiceDeps service_deps{client, stores.blobs.get(), stores.index.get(), stores.docs.get(), &blocking, {}};
+  for (net::io_context* loop : loops.range(threads, threads + fill_threads)) {
+    service_deps.fill_loops.push_back(loop->get_executor());
+  }
+  auto service = hub::make_hub_service(service_options, std::move(service_deps));
 
   http::ServerOptions server_options;
   server_options.host = cfg.listen_host;
@@ -215,7 +224,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   server_options.io_timeout = cfg.client_timeout;
   http::Server server(
       loops[0], server_options, [&service](http::Exchange& ex) -> net::awaitable<void> { return service->handle(ex); },
-      loops.all());
+      loops.range(0, threads));
   const auto endpoint = server.listen();
   server.start();
 
@@ -230,8 +239,8 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
 
   const auto address = endpoint.address();
   const std::string host = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
-  spdlog::info("hubcache {} serving {} from {} (cache limit {} bytes, {} threads)", version, cfg.upstream,
-               cfg.cache_dir.string(), cfg.max_cache_size, threads);
+  spdlog::info("hubcache {} serving {} from {} (cache limit {} bytes, {} I/O threads, {} fill threads)", version,
+               cfg.upstream, cfg.cache_dir.string(), cfg.max_cache_size, threads, fill_threads);
   std::cout << "hubcache listening on http://" << host << ":" << endpoint.port() << std::endl;
 
   loops.run();

@@ -484,8 +484,13 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
 
 // ---- FillEngine ----------------------------------------------------------------
 
-FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store)
-    : m_options(std::move(options)), m_hub(hub), m_store(store), m_fill_slots(m_options.max_fills) {}
+FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store,
+                       std::vector<net::any_io_executor> loops)
+    : m_options(std::move(options)),
+      m_loops(std::move(loops)),
+      m_hub(hub),
+      m_store(store),
+      m_fill_slots(m_options.max_fills) {}
 
 FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
                                         net::any_io_executor executor) {
@@ -502,7 +507,10 @@ FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::ui
     leader = lead;
     if (prefer) fill->prefer(*prefer);
     Membership member(shared_from_this(), fill);
-    if (lead) FillRun::start(shared_from_this(), std::move(fill), std::move(source), std::move(executor));
+    if (lead) {
+      if (!m_loops.empty()) executor = m_loops[m_next_loop++ % m_loops.size()];
+      FillRun::start(shared_from_this(), std::move(fill), std::move(source), std::move(executor));
+    }
     return member;
   }
 }

@@ -103,7 +103,9 @@ class Fill {
 // destroys such coroutines before the service, but nothing here relies on it).
 class FillEngine : public std::enable_shared_from_this<FillEngine> {
  public:
-  FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store);
+  // Fills run on `loops` in turn; with none, on the executor join() gets.
+  FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& store,
+             std::vector<net::any_io_executor> loops = {});
 
   // A client's membership in a fill; leaving may stop an abandoned fill.
   class Membership {
@@ -121,10 +123,11 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
     std::shared_ptr<Fill> m_fill;
   };
 
-  // Joins the live fill of this content or starts one on `executor` (the
-  // caller is then its leader: `leader` is set). Counts the caller as a
-  // client until the Membership is destroyed. `prefer`: the offset a Range
-  // client starts at. REQUIRES: `executor` is a strand or single-threaded.
+  // Joins the live fill of this content or starts one (the caller is then
+  // its leader: `leader` is set), on the next of the engine's loops or else
+  // on `executor`. Counts the caller as a client until the Membership is
+  // destroyed. `prefer`: the offset a Range client starts at. REQUIRES:
+  // `executor` is a strand or single-threaded.
   Membership join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
                   net::any_io_executor executor);
 
@@ -138,6 +141,8 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
   void leave(const std::shared_ptr<Fill>& fill);
 
   const FillOptions m_options;
+  const std::vector<net::any_io_executor> m_loops;
+  std::atomic<std::size_t> m_next_loop{0};
   HubClient& m_hub;
   storage::BlobStore& m_store;
   flight::FlightRegistry<std::string, Fill> m_fills;  // keyed by Fill::key (content-addressed)

@@ -514,7 +514,7 @@ class DiskBlobWriter final : public BlobWriter {
         m_reserved(reserved),
         m_staging(std::move(staging)),
         m_fd(std::move(fd)),
-        m_data(m_fd.get(), m_staging, m_expected) {}
+        m_data(m_fd.get(), m_staging, m_expected, m_store->pool()) {}
   ~DiskBlobWriter() override {
     if (m_phase.load() == Phase::open) discard();
   }
@@ -562,7 +562,7 @@ class DiskBlobWriter final : public BlobWriter {
     if (phase == Phase::committed) co_return m_key;
     if (phase == Phase::failed) co_return m_failure;
     if (phase == Phase::committing) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
-    auto verified = m_data.verify();
+    auto verified = co_await m_data.verify();
     if (!verified) co_return fail(verified.error());
     const core::Sha256 key = *verified;
 
@@ -622,6 +622,7 @@ class DiskBlobWriter final : public BlobWriter {
 
   void discard() {
     m_phase.store(Phase::failed);
+    m_data.cancel();  // before the descriptor it reads goes
     m_fd.reset();
     // Unlinking a large file can take a while on some file systems; keep it
     // off the caller's (I/O) thread. If the pool is stopped first, startup
@@ -635,7 +636,7 @@ class DiskBlobWriter final : public BlobWriter {
   const std::uint64_t m_reserved;  // bytes reserved in m_store until commit or discard
   const fs::path m_staging;
   UniqueFd m_fd;  // O_RDWR on m_staging while open
-  detail::StagingFile m_data;  // written and hashed through m_fd
+  detail::StagingFile m_data;  // written through m_fd, hashed on the pool
   std::atomic<Phase> m_phase{Phase::open};
   // Written before m_phase becomes committing / failed, read only after
   // seeing that phase.

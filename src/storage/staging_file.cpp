@@ -1,38 +1,123 @@
 #include "staging_file.hpp"
 
+#include <hubcache/util/blocking.hpp>
+#include <hubcache/util/hash.hpp>
+
+#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <iterator>
+#include <mutex>
+#include <optional>
+#include <vector>
 
 namespace hubcache::storage::detail {
 namespace {
 
 // Read-back piece: large enough to amortise the syscall, small enough that
-// a fill's memory stays a few buffers.
+// a fill's memory stays a few buffers and cancel() waits little.
 constexpr std::size_t k_read_back = 256 * 1024;
 
 }  // namespace
 
-StagingFile::StagingFile(int fd, std::filesystem::path path, const ExpectedContent& expected, ExtraHash extra)
-    : m_fd(fd), m_path(std::move(path)), m_expected(expected), m_extra(std::move(extra)) {
-  if (m_expected.git_sha1) m_git_sha1.emplace(m_expected.size);
-}
+// The digest state. The owner's thread only publishes the prefix and asks for
+// a job; the jobs (and verify) hash under `mutex`, one at a time.
+struct StagingFile::Hasher {
+  Hasher(int f, std::filesystem::path p, const ExpectedContent& e, ExtraHash x)
+      : fd(f), path(std::move(p)), expected(e), extra(std::move(x)) {
+    if (expected.git_sha1) git_sha1.emplace(expected.size);
+  }
 
-void StagingFile::hash(std::span<const std::byte> data) {
-  m_sha256.update(data);
-  if (m_git_sha1) m_git_sha1->update(data);
-  if (m_extra) m_extra(data);
-}
+  const int fd;
+  const std::filesystem::path path;
+  const ExpectedContent expected;
+  const ExtraHash extra;
+  std::atomic<std::uint64_t> prefix{0};  // written by the owner, contiguous from 0
+  std::atomic<bool> scheduled{false};    // a job is queued or running
+
+  std::mutex mutex;  // guards the members below
+  bool stopped = false;  // cancelled, or the digests are finished
+  std::uint64_t hashed = 0;
+  std::error_code error;
+  util::Sha256Hasher sha256;
+  std::optional<util::GitBlobHasher> git_sha1;
+  std::vector<std::byte> buffer;
+
+  // Hashes [hashed, prefix). REQUIRES: mutex held.
+  void hash_written() {
+    while (!stopped && !error && hashed < prefix.load()) {
+      if (buffer.empty()) buffer.resize(k_read_back);
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), prefix.load() - hashed));
+      auto n = pread_full(fd, std::span(buffer.data(), want), hashed);
+      if (!n || *n != want) {
+        error = io_error("read back", path, n ? std::make_error_code(std::errc::io_error) : n.error());
+        return;
+      }
+      const std::span<const std::byte> piece(buffer.data(), want);
+      sha256.update(piece);
+      if (git_sha1) git_sha1->update(piece);
+      if (extra) extra(piece);
+      hashed += want;
+    }
+  }
+
+  // A pool job: hashes until it has caught up with the owner.
+  void run() {
+    do {
+      std::lock_guard lock(mutex);
+      hash_written();
+      scheduled.store(false);
+      // The owner may have advanced the prefix after we looked and before
+      // the flag dropped, and then left it to us: look once more.
+      if (stopped || error || prefix.load() <= hashed) return;
+    } while (!scheduled.exchange(true));
+  }
+
+  result<core::Sha256> finish() {
+    std::lock_guard lock(mutex);
+    hash_written();
+    if (stopped) return make_error_code(errc::cancelled);
+    stopped = true;  // the digests are consumed below: no job may touch them
+    if (error) return error;
+    if (hashed != expected.size) {
+      spdlog::warn("blob store: size mismatch for {}: expected {} bytes, got {}", path.string(), expected.size, hashed);
+      return make_error_code(errc::integrity_mismatch);
+    }
+    const core::Sha256 key = sha256.finish();
+    if (expected.sha256 && *expected.sha256 != key) {
+      spdlog::warn("blob store: sha256 mismatch: expected {}, got {}", expected.sha256->hex(), key.hex());
+      return make_error_code(errc::integrity_mismatch);
+    }
+    if (git_sha1) {
+      const core::GitSha1 actual = git_sha1->finish();
+      if (actual != *expected.git_sha1) {
+        spdlog::warn("blob store: git sha1 mismatch: expected {}, got {}", expected.git_sha1->hex(), actual.hex());
+        return make_error_code(errc::integrity_mismatch);
+      }
+    }
+    return key;
+  }
+};
+
+StagingFile::StagingFile(int fd, std::filesystem::path path, const ExpectedContent& expected,
+                         boost::asio::thread_pool& pool, ExtraHash extra)
+    : m_path(path),
+      m_size(expected.size),
+      m_pool(pool),
+      m_hasher(std::make_shared<Hasher>(fd, std::move(path), expected, std::move(extra))) {}
+
+std::uint64_t StagingFile::prefix() const noexcept { return m_hasher->prefix.load(std::memory_order_acquire); }
 
 result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::byte> data) {
   if (data.empty()) return {};
-  if (offset > m_expected.size || data.size() > m_expected.size - offset) {
-    spdlog::warn("blob store: bytes past the expected {} written to {}", m_expected.size, m_path.string());
+  if (offset > m_size || data.size() > m_size - offset) {
+    spdlog::warn("blob store: bytes past the expected {} written to {}", m_size, m_path.string());
     return make_error_code(errc::integrity_mismatch);
   }
   const std::uint64_t end = offset + data.size();
-  const std::uint64_t prefix = m_prefix.load(std::memory_order_relaxed);
+  const std::uint64_t prefix = m_hasher->prefix.load(std::memory_order_relaxed);
   // Each byte once: a byte written twice might differ from the one hashed.
   auto next = m_ahead.upper_bound(offset);
   const bool overlaps = offset < prefix || (next != m_ahead.end() && next->first < end) ||
@@ -41,9 +126,9 @@ result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::by
     spdlog::error("blob store: bytes {}-{} of {} written twice", offset, end, m_path.string());
     return make_error_code(errc::bad_request);
   }
-  if (auto ec = pwrite_all(m_fd, data, offset)) return io_error("write", m_path, ec);
+  if (auto ec = pwrite_all(m_hasher->fd, data, offset)) return io_error("write", m_path, ec);
   if (offset != prefix) {
-    // Ahead of the prefix: remembered, hashed once the gap closes.
+    // Ahead of the prefix: remembered until the gap before it closes.
     auto it = m_ahead.emplace_hint(next, offset, end);
     if (it != m_ahead.begin() && std::prev(it)->second == offset) {
       std::prev(it)->second = end;
@@ -55,49 +140,26 @@ result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::by
     }
     return {};
   }
-  hash(data);
-  m_prefix.store(end, std::memory_order_release);
-  return catch_up();
-}
-
-result<void> StagingFile::catch_up() {
-  while (!m_ahead.empty() && m_ahead.begin()->first == m_prefix.load(std::memory_order_relaxed)) {
-    const auto [begin, end] = *m_ahead.begin();
-    if (m_buffer.empty()) m_buffer.resize(k_read_back);
-    for (std::uint64_t pos = begin; pos < end;) {
-      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(m_buffer.size(), end - pos));
-      auto n = pread_full(m_fd, std::span(m_buffer.data(), want), pos);
-      if (!n) return io_error("read back", m_path, n.error());
-      if (*n != want) return io_error("read back", m_path, std::make_error_code(std::errc::io_error));
-      hash(std::span(m_buffer.data(), want));
-      pos += want;
-      // Readers may use bytes as soon as they are hashed.
-      m_prefix.store(pos, std::memory_order_release);
-    }
+  std::uint64_t new_prefix = end;
+  if (!m_ahead.empty() && m_ahead.begin()->first == end) {
+    new_prefix = m_ahead.begin()->second;
     m_ahead.erase(m_ahead.begin());
+  }
+  m_hasher->prefix.store(new_prefix);
+  if (!m_hasher->scheduled.exchange(true)) {
+    boost::asio::post(m_pool, [hasher = m_hasher] { hasher->run(); });
   }
   return {};
 }
 
-result<core::Sha256> StagingFile::verify() {
-  const std::uint64_t got = prefix();
-  if (got != m_expected.size || !m_ahead.empty()) {
-    spdlog::warn("blob store: size mismatch for {}: expected {} bytes, got {}", m_path.string(), m_expected.size, got);
-    return make_error_code(errc::integrity_mismatch);
-  }
-  const core::Sha256 key = m_sha256.finish();
-  if (m_expected.sha256 && *m_expected.sha256 != key) {
-    spdlog::warn("blob store: sha256 mismatch: expected {}, got {}", m_expected.sha256->hex(), key.hex());
-    return make_error_code(errc::integrity_mismatch);
-  }
-  if (m_git_sha1) {
-    const core::GitSha1 actual = m_git_sha1->finish();
-    if (actual != *m_expected.git_sha1) {
-      spdlog::warn("blob store: git sha1 mismatch: expected {}, got {}", m_expected.git_sha1->hex(), actual.hex());
-      return make_error_code(errc::integrity_mismatch);
-    }
-  }
-  return key;
+boost::asio::awaitable<result<core::Sha256>> StagingFile::verify() {
+  auto job = [hasher = m_hasher] { return hasher->finish(); };
+  co_return co_await util::run_blocking(m_pool, std::move(job));
+}
+
+void StagingFile::cancel() noexcept {
+  std::lock_guard lock(m_hasher->mutex);
+  m_hasher->stopped = true;
 }
 
 }  // namespace hubcache::storage::detail

@@ -3,11 +3,11 @@
 // Private to the storage module; both writers (disk, GCS) keep their staging
 // data through it. Bytes may arrive at any offset (a fill downloads several
 // ranges at once), each byte exactly once. The digests are computed in file
-// order: bytes that extend the written prefix are hashed as they arrive,
-// bytes written ahead of it are read back from the file (page cache) and
-// hashed as soon as the gap before them closes. So verification costs one
-// pass over the data whatever order it came in, and the digest is ready when
-// the last byte is.
+// order, off the writer's thread: as the written prefix grows, a job on the
+// blocking pool reads it back (page cache) and hashes it. A fill's I/O thread
+// also serves the fill's clients; hashing there (2 GB/s at best) made the
+// fill wait for them. Verification costs one pass over the data whatever
+// order it came in, and verify() only hashes what the background has not.
 //
 // Errors: errc::integrity_mismatch for bytes past the expected size,
 // errc::bad_request for bytes written twice, storage errors from the file
@@ -19,51 +19,56 @@
 
 #include "posix_file.hpp"
 
-#include <hubcache/util/hash.hpp>
+#include <hubcache/storage/blob_store.hpp>
 
-#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <optional>
+#include <memory>
 #include <span>
-#include <vector>
 
 namespace hubcache::storage::detail {
 
 class StagingFile {
  public:
-  // Also called, in file order, with every byte (e.g. GCS's md5).
+  // Also called, in file order, with every byte (e.g. GCS's md5), on the
+  // blocking pool; never after cancel() or the destructor returned.
   using ExtraHash = std::function<void(std::span<const std::byte>)>;
 
-  // `fd` is open for reading and writing and outlives this object's use.
-  StagingFile(int fd, std::filesystem::path path, const ExpectedContent& expected, ExtraHash extra = {});
+  // `fd` is open for reading and writing and stays open until cancel() or
+  // verify() completed. Hashing runs on `pool`.
+  StagingFile(int fd, std::filesystem::path path, const ExpectedContent& expected, boost::asio::thread_pool& pool,
+              ExtraHash extra = {});
+  ~StagingFile() { cancel(); }
+  StagingFile(const StagingFile&) = delete;
+  StagingFile& operator=(const StagingFile&) = delete;
 
   result<void> write_at(std::uint64_t offset, std::span<const std::byte> data);
-  // The written prefix: every byte before it is written (and hashed).
-  std::uint64_t prefix() const noexcept { return m_prefix.load(std::memory_order_acquire); }
+  // The written prefix: every byte before it is written (hashing may lag).
+  std::uint64_t prefix() const noexcept;
   const std::filesystem::path& path() const noexcept { return m_path; }
 
-  // Checks size and digests against what upstream announced. On success
-  // returns the sha256 (the blob's key); errc::integrity_mismatch otherwise
-  // (logged). Call once.
-  result<core::Sha256> verify();
+  // Hashes what is not hashed yet and checks size and digests against what
+  // upstream announced, on the pool. On success returns the sha256 (the
+  // blob's key); errc::integrity_mismatch otherwise (logged). Call once.
+  boost::asio::awaitable<result<core::Sha256>> verify();
+  // Stops the background hashing, waiting for a piece in progress: after it,
+  // nothing reads the descriptor or calls ExtraHash. Call before closing
+  // the descriptor of a file that will not be verified.
+  void cancel() noexcept;
 
  private:
-  void hash(std::span<const std::byte> data);
-  // Reads back and hashes the written ranges that now follow the prefix.
-  result<void> catch_up();
+  struct Hasher;  // shared with the pool jobs
 
-  int m_fd;
   std::filesystem::path m_path;
-  ExpectedContent m_expected;
-  ExtraHash m_extra;
-  util::Sha256Hasher m_sha256;
-  std::optional<util::GitBlobHasher> m_git_sha1;
-  std::atomic<std::uint64_t> m_prefix{0};
+  std::uint64_t m_size;
+  boost::asio::thread_pool& m_pool;
+  std::shared_ptr<Hasher> m_hasher;
   std::map<std::uint64_t, std::uint64_t> m_ahead;  // written past the prefix: begin -> end, merged
-  std::vector<std::byte> m_buffer;                 // for reading back; allocated on first use
 };
 
 }  // namespace hubcache::storage::detail

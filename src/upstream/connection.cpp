@@ -25,6 +25,8 @@ constexpr auto k_token = net::as_tuple(net::use_awaitable);
 // A CONNECT answer is a status line and a few headers (a 407 adds
 // Proxy-Authenticate); anything much bigger is not a proxy we can talk to.
 constexpr std::uint32_t k_tunnel_header_limit = 16 * 1024;
+// What Beast reads per recv at most (http::async_read_some asks for 64 KiB).
+constexpr std::size_t k_body_read_size = 64 * 1024;
 
 bool is_ip_literal(const std::string& host) {
   boost::system::error_code ec;
@@ -194,6 +196,10 @@ net::awaitable<boost::system::error_code> Connection::read_header(ResponseParser
 
 net::awaitable<boost::system::error_code> Connection::read_some(ResponseParser& parser,
                                                                 std::chrono::milliseconds timeout) {
+  // Beast reads at most the buffer's free capacity (and 64 KiB): left at the
+  // size the head needed, a fill read the CDN 500 bytes per recv, and its
+  // I/O thread spent most of its time in the syscalls.
+  if (m_buffer.capacity() < k_body_read_size) m_buffer.reserve(k_body_read_size);
   tcp().expires_after(timeout);
   auto [ec, n] = co_await std::visit(
       [&](auto& s) { return http::async_read_some(s, m_buffer, parser, k_token); }, m_stream);

@@ -223,7 +223,8 @@ class GcsBlobWriter final : public BlobWriter {
         m_expected(expected),
         m_staging(std::move(staging)),
         m_fd(std::make_shared<UniqueFd>(std::move(fd))),
-        m_data(m_fd->get(), m_staging, m_expected, [this](std::span<const std::byte> data) { m_md5.update(data); }) {
+        m_data(m_fd->get(), m_staging, m_expected, m_state->pool,
+               [this](std::span<const std::byte> data) { m_md5.update(data); }) {
     m_state->reserve(m_expected.size);
   }
   ~GcsBlobWriter() override {
@@ -261,7 +262,7 @@ class GcsBlobWriter final : public BlobWriter {
   net::awaitable<result<core::Sha256>> commit() override {
     if (m_phase == Phase::committed) co_return *m_key;
     if (m_phase != Phase::open) co_return m_phase == Phase::failed ? m_failure : make_err(errc::storage_io);
-    auto verified = m_data.verify();
+    auto verified = co_await m_data.verify();
     if (!verified) co_return fail(verified.error());
     const core::Sha256 key = *verified;
     m_phase = Phase::committing;
@@ -313,6 +314,7 @@ class GcsBlobWriter final : public BlobWriter {
   // removes the leftover.
   void remove_staging() {
     if (std::exchange(m_staging_removed, true)) return;
+    m_data.cancel();  // before the descriptor it reads goes
     m_fd.reset();  // upload reads hold their own reference while they run
     net::post(m_state->pool, [path = m_staging] { ::unlink(path.c_str()); });
   }

@@ -432,6 +432,31 @@ TYPED_TEST_P(BlobStoreContract, ConcurrentWritersAndReaders) {
   EXPECT_EQ(this->staging_files(), 0u);
 }
 
+// Hashing runs on the pool, behind the writes: a writer destroyed (or failed)
+// while those jobs are queued or running must leave nothing behind, and the
+// jobs must not touch it afterwards (ASan watches). A second writer of the
+// same content is unaffected.
+TYPED_TEST_P(BlobStoreContract, WriterDestroyedWhileHashingLeavesNothing) {
+  const std::string data = filler(600'000, 'h');
+  const std::string_view v(data);
+  for (int round = 0; round < 10; ++round) {
+    auto writer = this->create(expect_sha256(data));
+    ASSERT_TRUE(writer);
+    for (std::size_t off = 0; off < 300'000; off += 4096) {
+      ASSERT_TRUE(writer->write_at(off, as_bytes(v.substr(off, std::min<std::size_t>(4096, 300'000 - off)))));
+    }
+    if (round % 2 == 1) {  // the failure path: bytes written twice
+      ASSERT_FALSE(writer->write_at(0, as_bytes(v.substr(0, 10))).has_value());
+    }
+    writer.reset();
+    EXPECT_EQ(this->m_store->usage().reserved, 0u);
+    EXPECT_EQ(this->staging_files(), 0u);
+  }
+  auto key = this->write_blob(data, expect_sha256(data));
+  ASSERT_TRUE(key.has_value()) << key.error().message();
+  EXPECT_EQ(*key, sha256_of(data));
+}
+
 TYPED_TEST_P(BlobStoreContract, OutOfOrderWritesAreHashedInFileOrder) {
   // Pieces arrive as a parallel fill delivers them: the middle first, the
   // end, then the start; the prefix grows only when the gaps close.
@@ -464,7 +489,7 @@ TYPED_TEST_P(BlobStoreContract, BytesWrittenTwiceFailTheWriter) {
   auto writer = this->create(expect_sha256(data));
   ASSERT_TRUE(writer);
   ASSERT_TRUE(writer->write_at(5'000, as_bytes(v.substr(5'000, 1'000))));
-  // Overlapping bytes ahead of the prefix, then bytes already hashed.
+  // Overlapping bytes ahead of the prefix, then bytes of the prefix.
   auto again = writer->write_at(5'500, as_bytes(v.substr(5'500, 1'000)));
   ASSERT_FALSE(again.has_value());
   EXPECT_EQ(again.error(), errc::bad_request);
@@ -487,6 +512,7 @@ REGISTER_TYPED_TEST_SUITE_P(BlobStoreContract, WriteCommitOpenReadRoundTrip, Ope
                             StagingReaderStaysValidAfterCommit, StagingReaderStaysValidAfterFailure,
                             SecondWriterOfSameContentSucceedsWithoutDuplicate, ReopenedStoreServesCommittedBlobs,
                             LargeBlobReadsAtAnyOffset, ConcurrentWritersAndReaders,
-                            OutOfOrderWritesAreHashedInFileOrder, BytesWrittenTwiceFailTheWriter);
+                            WriterDestroyedWhileHashingLeavesNothing, OutOfOrderWritesAreHashedInFileOrder,
+                            BytesWrittenTwiceFailTheWriter);
 
 }  // namespace hubcache::storage::test_contract
