@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Benchmark driver: hubcache vs nginx (proxy_cache_lock) vs nginx (slice), all against one fake Hub
 // whose CDN caps each connection's throughput. Started by tests/bench/run.sh, which installs the
-// tools, builds hubcache and compiles hload; see docs/benchmarks.md. Prints one table.
+// tools, builds hubcache and compiles hload and fetchn; see docs/benchmarks.md. Prints one table.
 //
-// node tests/bench/bench.mjs --work DIR --hubcache BIN --hload BIN [--size BYTES] [--cdn-rate BPS]
+// node tests/bench/bench.mjs --work DIR --hubcache BIN --hload BIN --fetchn BIN [--size BYTES] [--cdn-rate BPS]
 //   [--latency-ms MS] [--slice 8m] [--clients 32] [--duration S] [--reps N] [--quick]
 //   [--proxies hubcache,nginx-lock,nginx-slice] [--json FILE] [--deadline-s S]
 //
@@ -17,7 +17,6 @@ import fsp from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { fetchMany, fetchOnce } from "./client.mjs";
 
@@ -40,7 +39,7 @@ export function parseSize(s) {
 
 function parseArgs(argv) {
   const o = {
-    work: null, hubcache: null, hload: null, size: null, cdnRate: "25MB", latencyMs: 20, slice: "8m",
+    work: null, hubcache: null, hload: null, fetchn: null, size: null, cdnRate: "25MB", latencyMs: 20, slice: "8m",
     clients: 32, duration: null, reps: null, quick: false, proxies: "hubcache,nginx-lock,nginx-slice",
     json: null, deadlineS: 1500,
   };
@@ -53,6 +52,7 @@ function parseArgs(argv) {
       case "--work": o.work = next(); break;
       case "--hubcache": o.hubcache = next(); break;
       case "--hload": o.hload = next(); break;
+      case "--fetchn": o.fetchn = next(); break;
       case "--size": o.size = next(); break;
       case "--cdn-rate": o.cdnRate = next(); break;
       case "--latency-ms": o.latencyMs = Number(next()); break;
@@ -67,7 +67,7 @@ function parseArgs(argv) {
       default: throw new Error(`unknown option ${a}`);
     }
   }
-  if (!o.work || !o.hubcache || !o.hload) throw new Error("--work, --hubcache and --hload are required");
+  if (!o.work || !o.hubcache || !o.hload || !o.fetchn) throw new Error("--work, --hubcache, --hload and --fetchn are required");
   o.size = parseSize(o.size ?? (o.quick ? "64MiB" : "1GiB"));
   o.cdnRate = parseSize(o.cdnRate);
   o.duration ??= o.quick ? 3 : 10;
@@ -408,7 +408,7 @@ async function preflight(proxy, fake, files) {
 async function coldSingle(proxy, fake, o, url) {
   await fake.reset();
   const rss = rssSampler(proxy);
-  const r = await fetchOnce(url, { sha256: true, timeoutMs: coldTimeoutMs(o) });
+  const r = await fetchOnce(o.fetchn, url, { sha256: true, timeoutMs: coldTimeoutMs(o) });
   const peak = rss.stop();
   const st = await fake.stats();
   const ok = r.ok && r.bytes === o.size && r.sha256 === fake.repo.files["big.bin"].sha256;
@@ -425,12 +425,12 @@ async function warm(proxy, fake, o, url) {
   const four = [];
   let error = null;
   for (let i = 0; i < o.reps && !error; i++) {
-    const r = await fetchOnce(url, { timeoutMs: 300000 });
+    const r = await fetchOnce(o.fetchn, url, { timeoutMs: 300000 });
     if (!r.ok || r.bytes !== o.size) error = r.error ?? `HTTP ${r.status}`;
     else one.push(o.size / 1e6 / (r.totalMs / 1000));
   }
   for (let i = 0; i < o.reps && !error; i++) {
-    const rs = await fetchMany(url, 4, { timeoutMs: 300000 });
+    const rs = await fetchMany(o.fetchn, url, 4, { timeoutMs: 300000 });
     const wall = allDone(rs);
     const bad = rs.find((r) => !r.ok || r.bytes !== o.size);
     if (bad) error = bad.error ?? `HTTP ${bad.status}`;
@@ -478,7 +478,7 @@ async function crowd(proxy, fake, o, url) {
   const rss = rssSampler(proxy);
   // generous: a proxy whose shared fill slows down under many readers should be measured, not cut off
   const timeoutMs = Math.max(coldTimeoutMs(o), Math.ceil((12 * o.size) / o.cdnRate) * 1000 + 30000);
-  const rs = await fetchMany(url, o.clients, { hashFirst: 1, timeoutMs });
+  const rs = await fetchMany(o.fetchn, url, o.clients, { hashFirst: 1, timeoutMs });
   const allDoneS = allDone(rs);
   const peak = rss.stop();
   const st = await fake.stats();
@@ -494,7 +494,7 @@ async function crowd(proxy, fake, o, url) {
   };
 }
 
-/** Seconds from fetchMany's shared start until its last client finished (worker start-up excluded). */
+/** Seconds from fetchMany's shared start until its last client finished. */
 function allDone(rs) {
   return Math.max(...rs.map((r) => r.totalMs ?? Infinity)) / 1000;
 }

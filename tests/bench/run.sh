@@ -108,11 +108,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cc -O2 -pthread -o "$work/hload" tests/bench/hload.c
+cc -O2 -pthread -o "$work/fetchn" tests/bench/fetchn.c -lcrypto
 
 # Full run: about 7 minutes at 1 GiB and 25 MB/s per CDN connection; bounded at 25 minutes.
 deadline=1500
 ((quick)) && deadline=600
-args=(--work "$work" --hubcache "$bin" --hload "$work/hload" --deadline-s "$deadline" "${pass[@]}")
+args=(--work "$work" --hubcache "$bin" --hload "$work/hload" --fetchn "$work/fetchn" --deadline-s "$deadline" "${pass[@]}")
 [[ -n $json ]] && args+=(--json "$json")
 timeout -k 10 $((deadline + 60)) node tests/bench/bench.mjs "${args[@]}" &
 driver=$!
