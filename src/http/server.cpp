@@ -25,7 +25,10 @@
 
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 
 namespace hubcache::http {
 namespace {
@@ -77,6 +80,11 @@ void append_head(std::string& out, const HeadResponse& res) {
   }
   out += "\r\n";
 }
+
+// TCP_CORK, as nginx's tcp_nopush: the socket has TCP_NODELAY for small
+// answers, and a sendfile call on it leaves in smaller segments; corked, only
+// full segments leave until the cork comes off (which sends the rest).
+void set_cork(int fd, int on) noexcept { ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on); }
 
 // Reads exactly out.size() - from bytes of `fd` at `offset` into out[from..].
 std::error_code pread_into(int fd, std::uint64_t offset, std::string& out, std::size_t from) {
@@ -220,7 +228,14 @@ class ExchangeImpl final : public Exchange {
       // 1 MiB per call (a few hundred microseconds) keeps one connection from
       // hogging its I/O thread: dozens of followers of one fill share it.
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(length, 1u << 20));
+      // Corked for one call only: 1 GiB to one client over loopback took
+      // 590 ms uncorked, 290 ms corked per call; corked across the yields
+      // below, four clients on one thread waited on each other's held
+      // segments (1.0 s for 4 GiB, against 0.7 s).
+      set_cork(socket.native_handle(), 1);
       const ssize_t n = ::sendfile(socket.native_handle(), fd, &off, want);
+      const int error = errno;
+      set_cork(socket.native_handle(), 0);
       if (n > 0) {
         length -= static_cast<std::uint64_t>(n);
         m_bytes += static_cast<std::uint64_t>(n);
@@ -232,10 +247,10 @@ class ExchangeImpl final : public Exchange {
         m_close = true;
         co_return make_error_code(errc::storage_io);
       }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      if (error == EINTR) continue;
+      if (error != EAGAIN && error != EWOULDBLOCK) {
         m_close = true;
-        co_return std::error_code(errno, std::system_category());
+        co_return std::error_code(error, std::system_category());
       }
       // The socket buffer is full: wait until writable, within the deadline.
       if (!deadline) deadline.emplace(socket.get_executor());
