@@ -414,8 +414,14 @@ class Service final : public HubService {
       co_await respond_416(ex, route, meta);
       co_return;
     }
+    if (req.method() == bhttp::verb::head) {  // the head alone, in this frame
+      http::HeadResponse res{bhttp::status::ok, req.version()};
+      file_head(res, route, meta, decision, warning);
+      co_await ex.write_head(res);
+      co_return;
+    }
     const int fd = reader->native_handle();
-    if (fd >= 0 && req.method() == bhttp::verb::get && meta.size > 0) {
+    if (fd >= 0 && meta.size > 0) {
       // From the page cache: small bodies in one write with the head, large
       // ones zero-copy. The reader keeps the blob pinned and the fd open.
       http::HeadResponse res{bhttp::status::ok, req.version()};
@@ -430,7 +436,7 @@ class Service final : public HubService {
       co_return;
     }
     auto span = co_await write_file_head(ex, route, meta, decision, warning);
-    if (!span || req.method() == bhttp::verb::head || meta.size == 0) co_return;
+    if (!span || meta.size == 0) co_return;
     std::vector<std::byte> buf(std::min<std::uint64_t>(k_copy_buffer, span->length()));
     for (std::uint64_t pos = span->first; pos <= span->last;) {
       const auto want = std::min<std::uint64_t>(buf.size(), span->last + 1 - pos);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <future>
 #include <thread>
+#include <vector>
 
 namespace hubcache::http {
 namespace {
@@ -177,6 +178,36 @@ TEST_F(ServerTest, WriteFileSendsTheRequestedSpan) {
   EXPECT_EQ(res.result_int(), 200u);
   EXPECT_EQ(res.body(), content.substr(7, 100));
   EXPECT_EQ(roundtrip(s, bhttp::verb::get, "/x", buf).body(), "you asked for /x");
+  ::close(m_file_fd);
+}
+
+// A client that stops reading a large answer is cut off once the write has
+// made no progress for io_timeout (2 s here), and the server lets go of the
+// connection; it is not held until the body is through.
+TEST_F(ServerTest, ClientThatStopsReadingIsCutOffAfterDeadline) {
+  test::TempDir dir;
+  const auto path = dir.path() / "sparse";
+  m_file_length = 256ull * 1024 * 1024;  // far more than the socket buffers hold
+  m_file_fd = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(m_file_fd, 0);
+  ASSERT_EQ(::ftruncate(m_file_fd, static_cast<off_t>(m_file_length + 7)), 0);
+  auto s = connect();
+  const std::string req = "GET /file HTTP/1.1\r\nHost: test\r\n\r\n";
+  net::write(s, net::buffer(req));
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(m_server->connections(), 1u);  // writing, blocked on the full socket buffers
+  while (m_server->connections() > 0 && std::chrono::steady_clock::now() - start < 15s) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_EQ(m_server->connections(), 0u);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 2s);
+  // What arrived ends short of the promised length.
+  std::uint64_t received = 0;
+  std::vector<char> buf(1 << 20);
+  boost::system::error_code ec;
+  while (!ec) received += s.read_some(net::buffer(buf), ec);
+  EXPECT_LT(received, m_file_length);
   ::close(m_file_fd);
 }
 
