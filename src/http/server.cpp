@@ -58,7 +58,7 @@ struct Connection {
   tcp::socket socket;
   net::steady_timer watchdog;
   Clock::time_point deadline = Clock::time_point::max();  // of the I/O in flight
-  bool timed_out = false;  // the watchdog cancelled I/O
+  bool timed_out = false;  // the watchdog ended the connection's I/O: sticky
   std::atomic<bool> busy{false};
   // Owned by the session coroutine: response heads are serialized here, so
   // the buffer's capacity is reused from one request to the next.
@@ -68,7 +68,8 @@ struct Connection {
   void arm(std::chrono::milliseconds timeout) { deadline = Clock::now() + timeout; }
   void disarm() { deadline = Clock::time_point::max(); }
   std::error_code io_error(const boost::system::error_code& ec) const {
-    if (ec == net::error::operation_aborted) return timed_out ? errc::timeout : errc::cancelled;
+    if (timed_out) return errc::timeout;  // whatever the failing step saw
+    if (ec == net::error::operation_aborted) return errc::cancelled;
     return ec;  // socket errors keep their own category
   }
 };
@@ -443,10 +444,13 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
-  // The connection's watchdog: cancels its socket I/O once the deadline
-  // armed for it passes (the I/O then fails with operation_aborted, which
-  // Connection::io_error reports as errc::timeout). It wakes at most once
-  // per `period` while nothing is armed, and ends with the socket.
+  // The connection's watchdog: ends its socket I/O once the deadline armed
+  // for it passes (Connection::io_error then reports errc::timeout). It wakes
+  // at most once per `period` while nothing is armed, and ends with the
+  // socket. cancel() alone would not do: it only aborts what is waiting in
+  // the reactor, and the next step of a composed read or write (its
+  // completion queued behind this timer's) would start unbounded. After the
+  // shutdown every such step fails at once.
   static net::awaitable<void> watch(std::shared_ptr<Connection> conn, std::chrono::milliseconds period) {
     while (conn->socket.is_open()) {
       const auto now = Clock::now();
@@ -455,6 +459,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         conn->deadline = Clock::time_point::max();
         boost::system::error_code ignored;
         conn->socket.cancel(ignored);
+        conn->socket.shutdown(tcp::socket::shutdown_both, ignored);
       }
       conn->watchdog.expires_at(std::min(conn->deadline, now + period));
       co_await conn->watchdog.async_wait(k_tuple);

@@ -561,8 +561,12 @@ class DiskBlobWriter final : public BlobWriter {
     const Phase phase = m_phase.load();
     if (phase == Phase::committed) co_return m_key;
     if (phase == Phase::failed) co_return m_failure;
-    if (phase == Phase::committing) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
+    // REQUIRES: one commit at a time (a second one would find the phase
+    // still open while the first verifies).
+    if (phase == Phase::committing || m_verifying) co_return make_err(errc::bad_request);
+    m_verifying = true;
     auto verified = co_await m_data.verify();
+    m_verifying = false;
     if (!verified) co_return fail(verified.error());
     const core::Sha256 key = *verified;
 
@@ -636,6 +640,7 @@ class DiskBlobWriter final : public BlobWriter {
   const std::uint64_t m_reserved;  // bytes reserved in m_store until commit or discard
   const fs::path m_staging;
   UniqueFd m_fd;  // O_RDWR on m_staging while open
+  bool m_verifying = false;  // commit() waits for the digests (owner only)
   detail::StagingFile m_data;  // written through m_fd, hashed on the pool
   std::atomic<Phase> m_phase{Phase::open};
   // Written before m_phase becomes committing / failed, read only after

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <iterator>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -19,37 +20,45 @@ namespace {
 // Read-back piece: large enough to amortise the syscall, small enough that
 // a fill's memory stays a few buffers and cancel() waits little.
 constexpr std::size_t k_read_back = 256 * 1024;
+// What one pool job hashes before it makes way for other blocking work (the
+// pool is small and also commits, creates and unlinks); the rest is hashed
+// by a job posted behind that work.
+constexpr std::uint64_t k_job_bytes = 16 * 1024 * 1024;
 
 }  // namespace
 
 // The digest state. The owner's thread only publishes the prefix and asks for
 // a job; the jobs (and verify) hash under `mutex`, one at a time.
 struct StagingFile::Hasher {
-  Hasher(int f, std::filesystem::path p, const ExpectedContent& e, ExtraHash x)
-      : fd(f), path(std::move(p)), expected(e), extra(std::move(x)) {
+  Hasher(int f, std::filesystem::path p, const ExpectedContent& e, boost::asio::thread_pool& tp, ExtraHash x)
+      : fd(f), path(std::move(p)), expected(e), pool(tp), extra(std::move(x)) {
     if (expected.git_sha1) git_sha1.emplace(expected.size);
   }
 
   const int fd;
   const std::filesystem::path path;
   const ExpectedContent expected;
+  boost::asio::thread_pool& pool;
   const ExtraHash extra;
   std::atomic<std::uint64_t> prefix{0};  // written by the owner, contiguous from 0
   std::atomic<bool> scheduled{false};    // a job is queued or running
+  // Cancelled, or the digests are finished. Set before `mutex` is taken, so
+  // a job in progress stops after its current piece.
+  std::atomic<bool> stopped{false};
 
   std::mutex mutex;  // guards the members below
-  bool stopped = false;  // cancelled, or the digests are finished
   std::uint64_t hashed = 0;
   std::error_code error;
   util::Sha256Hasher sha256;
   std::optional<util::GitBlobHasher> git_sha1;
   std::vector<std::byte> buffer;
 
-  // Hashes [hashed, prefix). REQUIRES: mutex held.
-  void hash_written() {
-    while (!stopped && !error && hashed < prefix.load()) {
+  // Hashes [hashed, min(prefix, limit)). REQUIRES: mutex held.
+  void hash_written(std::uint64_t limit = std::numeric_limits<std::uint64_t>::max()) {
+    const std::uint64_t end = std::min(prefix.load(), limit);
+    while (!stopped && !error && hashed < end) {
       if (buffer.empty()) buffer.resize(k_read_back);
-      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), prefix.load() - hashed));
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), end - hashed));
       auto n = pread_full(fd, std::span(buffer.data(), want), hashed);
       if (!n || *n != want) {
         error = io_error("read back", path, n ? std::make_error_code(std::errc::io_error) : n.error());
@@ -63,23 +72,32 @@ struct StagingFile::Hasher {
     }
   }
 
-  // A pool job: hashes until it has caught up with the owner.
-  void run() {
-    do {
-      std::lock_guard lock(mutex);
-      hash_written();
-      scheduled.store(false);
-      // The owner may have advanced the prefix after we looked and before
-      // the flag dropped, and then left it to us: look once more.
-      if (stopped || error || prefix.load() <= hashed) return;
-    } while (!scheduled.exchange(true));
+  // A pool job: hashes up to k_job_bytes, then hands over to a new job if
+  // the owner is still ahead.
+  static void run(const std::shared_ptr<Hasher>& self) {
+    std::lock_guard lock(self->mutex);
+    self->hash_written(self->hashed + k_job_bytes);
+    if (self->stopped || self->error) {
+      self->scheduled.store(false);
+      return;
+    }
+    if (self->prefix.load() > self->hashed) {
+      post(self);  // the flag stays up: the successor is this job's
+      return;
+    }
+    self->scheduled.store(false);
+    // The owner may have advanced the prefix after we looked and before the
+    // flag dropped, and then left it to us: look once more.
+    if (self->prefix.load() > self->hashed && !self->scheduled.exchange(true)) post(self);
+  }
+  static void post(const std::shared_ptr<Hasher>& self) {
+    boost::asio::post(self->pool, [self] { run(self); });
   }
 
   result<core::Sha256> finish() {
     std::lock_guard lock(mutex);
     hash_written();
-    if (stopped) return make_error_code(errc::cancelled);
-    stopped = true;  // the digests are consumed below: no job may touch them
+    if (stopped.exchange(true)) return make_error_code(errc::cancelled);  // the digests are consumed below
     if (error) return error;
     if (hashed != expected.size) {
       spdlog::warn("blob store: size mismatch for {}: expected {} bytes, got {}", path.string(), expected.size, hashed);
@@ -106,7 +124,7 @@ StagingFile::StagingFile(int fd, std::filesystem::path path, const ExpectedConte
     : m_path(path),
       m_size(expected.size),
       m_pool(pool),
-      m_hasher(std::make_shared<Hasher>(fd, std::move(path), expected, std::move(extra))) {}
+      m_hasher(std::make_shared<Hasher>(fd, std::move(path), expected, pool, std::move(extra))) {}
 
 std::uint64_t StagingFile::prefix() const noexcept { return m_hasher->prefix.load(std::memory_order_acquire); }
 
@@ -146,9 +164,7 @@ result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::by
     m_ahead.erase(m_ahead.begin());
   }
   m_hasher->prefix.store(new_prefix);
-  if (!m_hasher->scheduled.exchange(true)) {
-    boost::asio::post(m_pool, [hasher = m_hasher] { hasher->run(); });
-  }
+  if (!m_hasher->scheduled.exchange(true)) Hasher::post(m_hasher);
   return {};
 }
 
@@ -158,8 +174,8 @@ boost::asio::awaitable<result<core::Sha256>> StagingFile::verify() {
 }
 
 void StagingFile::cancel() noexcept {
-  std::lock_guard lock(m_hasher->mutex);
-  m_hasher->stopped = true;
+  m_hasher->stopped.store(true);
+  const std::lock_guard wait_for_the_piece_in_progress(m_hasher->mutex);
 }
 
 }  // namespace hubcache::storage::detail

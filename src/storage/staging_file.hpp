@@ -3,11 +3,11 @@
 // Private to the storage module; both writers (disk, GCS) keep their staging
 // data through it. Bytes may arrive at any offset (a fill downloads several
 // ranges at once), each byte exactly once. The digests are computed in file
-// order, off the writer's thread: as the written prefix grows, a job on the
-// blocking pool reads it back (page cache) and hashes it. A fill's I/O thread
-// also serves the fill's clients; hashing there (2 GB/s at best) made the
-// fill wait for them. Verification costs one pass over the data whatever
-// order it came in, and verify() only hashes what the background has not.
+// order, off the writer's thread: as the written prefix grows, jobs on the
+// blocking pool read it back (page cache) and hash it, so hashing (2 GB/s at
+// best) never holds up the thread that receives and writes the bytes.
+// Verification costs one pass over the data whatever order it came in, and
+// verify() only hashes what the jobs have not.
 //
 // Errors: errc::integrity_mismatch for bytes past the expected size,
 // errc::bad_request for bytes written twice, storage errors from the file

@@ -262,7 +262,10 @@ class GcsBlobWriter final : public BlobWriter {
   net::awaitable<result<core::Sha256>> commit() override {
     if (m_phase == Phase::committed) co_return *m_key;
     if (m_phase != Phase::open) co_return m_phase == Phase::failed ? m_failure : make_err(errc::storage_io);
+    if (m_verifying) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
+    m_verifying = true;
     auto verified = co_await m_data.verify();
+    m_verifying = false;
     if (!verified) co_return fail(verified.error());
     const core::Sha256 key = *verified;
     m_phase = Phase::committing;
@@ -327,6 +330,7 @@ class GcsBlobWriter final : public BlobWriter {
   detail::StagingFile m_data;  // written and hashed through *m_fd; feeds m_md5
   Phase m_phase = Phase::open;
   bool m_released = false;         // reservation returned
+  bool m_verifying = false;        // commit() waits for the digests
   bool m_staging_removed = false;  // unlink posted
   std::optional<core::Sha256> m_key;
   std::error_code m_failure;
