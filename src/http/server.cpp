@@ -47,7 +47,7 @@ constexpr std::uint64_t k_inline_file_body = 64 * 1024;
 // through its strand.
 //
 // Deadlines: socket I/O is bracketed by arm() and disarm(), and the
-// connection's watchdog (Server::Impl::watch) cancels the I/O in flight once
+// connection's watchdog (Server::Impl::watch) ends the connection's I/O once
 // the armed deadline passes. Arming is a clock read; Beast's tcp_stream
 // started and cancelled a timer wait for every read and write instead, which
 // was a few percent of a cached HEAD's CPU.
