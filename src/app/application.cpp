@@ -168,9 +168,9 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client is an error code, not a signal
 
   const unsigned threads = cfg.threads != 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
-  // A fill costs about one CPU-second per GiB (receive, write, hash on the
-  // blocking pool): one fill thread per four I/O threads keeps up with
-  // several cold pulls at once.
+  // A fill's thread spends about one CPU-second per GiB receiving and writing
+  // (hashing runs on the blocking pool): one fill thread per four I/O
+  // threads keeps up with several cold pulls at once.
   const unsigned fill_threads = std::max(1u, threads / 4);
 
   auto upstream_url = upstream::Url::parse(cfg.upstream);
@@ -239,7 +239,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
 
   const auto address = endpoint.address();
   const std::string host = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
-  spdlog::info("hubcache {} serving {} from {} (cache limit {} bytes, {} I/O threads, {} fill threads)", version,
+  spdlog::info("hubcache {} serving {} from {} (cache limit {} bytes; threads: {} I/O, {} fill)", version,
                cfg.upstream, cfg.cache_dir.string(), cfg.max_cache_size, threads, fill_threads);
   std::cout << "hubcache listening on http://" << host << ":" << endpoint.port() << std::endl;
 
