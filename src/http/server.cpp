@@ -42,6 +42,11 @@ using Clock = std::chrono::steady_clock;
 // avoiding the copy matters more than the extra write.
 constexpr std::uint64_t k_inline_file_body = 64 * 1024;
 
+// Beast reads at most the free capacity of its buffer (and 64 KiB): a
+// streamed request body is read with this much room, not with what the
+// head left.
+constexpr std::size_t k_body_read_size = 64 * 1024;
+
 // One accepted connection. Shared between the session coroutine, its
 // watchdog and the server's connection set, so shutdown can close it
 // through its strand.
@@ -152,9 +157,7 @@ class ExchangeImpl final : public Exchange {
       auto& window = m_body->get().body();
       window.data = buf.data();
       window.size = buf.size();
-      // Bodies are streamed: read up to 64 KiB per call, not what capacity
-      // the head left in the buffer (Beast reads at most the free capacity).
-      if (m_buffer.capacity() < 64 * 1024) m_buffer.reserve(64 * 1024);
+      if (m_buffer.capacity() < k_body_read_size) m_buffer.reserve(k_body_read_size);
       m_conn.arm(m_timeout);
       auto [ec, n] = co_await bhttp::async_read_some(m_conn.socket, m_buffer, *m_body, k_tuple);
       m_conn.disarm();

@@ -121,17 +121,17 @@ struct StagingFile::Hasher {
 
 StagingFile::StagingFile(int fd, std::filesystem::path path, const ExpectedContent& expected,
                          boost::asio::thread_pool& pool, ExtraHash extra)
-    : m_path(path),
-      m_size(expected.size),
-      m_pool(pool),
-      m_hasher(std::make_shared<Hasher>(fd, std::move(path), expected, pool, std::move(extra))) {}
+    : m_pool(pool), m_hasher(std::make_shared<Hasher>(fd, std::move(path), expected, pool, std::move(extra))) {}
+
+const std::filesystem::path& StagingFile::path() const noexcept { return m_hasher->path; }
 
 std::uint64_t StagingFile::prefix() const noexcept { return m_hasher->prefix.load(std::memory_order_acquire); }
 
 result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::byte> data) {
   if (data.empty()) return {};
-  if (offset > m_size || data.size() > m_size - offset) {
-    spdlog::warn("blob store: bytes past the expected {} written to {}", m_size, m_path.string());
+  const std::uint64_t size = m_hasher->expected.size;
+  if (offset > size || data.size() > size - offset) {
+    spdlog::warn("blob store: bytes past the expected {} written to {}", size, path().string());
     return make_error_code(errc::integrity_mismatch);
   }
   const std::uint64_t end = offset + data.size();
@@ -141,10 +141,10 @@ result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::by
   const bool overlaps = offset < prefix || (next != m_ahead.end() && next->first < end) ||
                         (next != m_ahead.begin() && std::prev(next)->second > offset);
   if (overlaps) {
-    spdlog::error("blob store: bytes {}-{} of {} written twice", offset, end, m_path.string());
+    spdlog::error("blob store: bytes {}-{} of {} written twice", offset, end, path().string());
     return make_error_code(errc::bad_request);
   }
-  if (auto ec = pwrite_all(m_hasher->fd, data, offset)) return io_error("write", m_path, ec);
+  if (auto ec = pwrite_all(m_hasher->fd, data, offset)) return io_error("write", path(), ec);
   if (offset != prefix) {
     // Ahead of the prefix: remembered until the gap before it closes.
     auto it = m_ahead.emplace_hint(next, offset, end);

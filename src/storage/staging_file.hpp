@@ -50,7 +50,7 @@ class StagingFile {
   result<void> write_at(std::uint64_t offset, std::span<const std::byte> data);
   // The written prefix: every byte before it is written (hashing may lag).
   std::uint64_t prefix() const noexcept;
-  const std::filesystem::path& path() const noexcept { return m_path; }
+  const std::filesystem::path& path() const noexcept;
 
   // Hashes what is not hashed yet and checks size and digests against what
   // upstream announced, on the pool. On success returns the sha256 (the
@@ -64,8 +64,6 @@ class StagingFile {
  private:
   struct Hasher;  // shared with the pool jobs
 
-  std::filesystem::path m_path;
-  std::uint64_t m_size;
   boost::asio::thread_pool& m_pool;
   std::shared_ptr<Hasher> m_hasher;
   std::map<std::uint64_t, std::uint64_t> m_ahead;  // written past the prefix: begin -> end, merged
