@@ -60,7 +60,7 @@ net::awaitable<result<storage::BlobReaderPtr>> Fill::open_reader(storage::BlobSt
       if (!*r) co_return errc::storage_io;  // evicted in between: the client retries
       co_return std::move(**r);
     }
-    // Before the writer exists or between the last byte and the commit:
+    // Before the writer exists (the fill waits for its turn or its space):
     // wait for the outcome.
     auto st = co_await wm.wait_beyond(size, wait);
     if (!st) co_return st.error();
@@ -416,13 +416,21 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (m_done) co_return;  // failed already
     if (m_error) co_return fail(m_error, "download");
     if (stopped()) co_return fail(make_error_code(errc::cancelled), "abandoned");
+    if (m_writer->written() != meta().size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
+    auto verified = co_await m_writer->verify();
+    if (!verified) co_return fail(verified.error(), "verify");
+    // Every byte is right: the last one may go out now. The clients do not
+    // wait for the commit, which is an upload for a GCS store (minutes for a
+    // large file, far beyond a client's read timeout). Later clients read the
+    // staging file meanwhile: open_reader() stays valid during commit().
+    m_fill->wm.add(0, meta().size);
+    auto sha = co_await m_writer->commit();
+    if (!sha) co_return fail(sha.error(), "commit");
     {
       std::lock_guard lock(m_fill->m_mutex);
-      m_fill->m_writer = nullptr;  // the staging file is about to be renamed
+      m_fill->m_writer = nullptr;
+      m_fill->m_committed = *sha;  // in the same step: open_reader() never finds neither
     }
-    if (m_writer->written() != meta().size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
-    auto sha = co_await m_writer->commit();
-    if (!sha) co_return fail(sha.error(), "verify/commit");
     m_writer.reset();
     co_await finish_committed(*sha);
   }
@@ -492,12 +500,16 @@ FillEngine::FillEngine(FillOptions options, HubClient& hub, storage::BlobStore& 
       m_store(store),
       m_fill_slots(m_options.max_fills) {}
 
+namespace {
+// Keyed by digest and size: a client told another size for the same digest
+// must not share (and be sized by) this fill.
+std::string fill_key(const FileMeta& meta) { return meta.etag + "/" + std::to_string(meta.size); }
+}  // namespace
+
 FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
                                         net::any_io_executor executor) {
   while (true) {
-    // Keyed by digest and size: a client told another size for the same
-    // digest must not share (and be sized by) this fill.
-    const std::string key = source.meta.etag + "/" + std::to_string(source.meta.size);
+    const std::string key = fill_key(source.meta);
     auto [fill, lead] = m_fills.join(key, [&] { return new Fill(source.meta.size, key); });
     {
       std::lock_guard lock(fill->m_mutex);
@@ -513,6 +525,18 @@ FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::ui
     }
     return member;
   }
+}
+
+std::optional<FillEngine::Membership> FillEngine::join_if_readable(const FileMeta& meta, std::uint64_t first,
+                                                                  std::uint64_t last) {
+  auto fill = m_fills.find(fill_key(meta));
+  if (!fill || fill->wm.state(first).available <= last) return std::nullopt;
+  {
+    std::lock_guard lock(fill->m_mutex);
+    if (fill->m_stopped) return std::nullopt;
+    ++fill->m_clients;
+  }
+  return Membership(shared_from_this(), std::move(fill));
 }
 
 FillEngine::Membership::~Membership() {

@@ -10,10 +10,10 @@
 // stream. Small files are one plain GET.
 //
 // Verification: the store hashes bytes in file order as the written prefix
-// grows (storage::BlobWriter::write_at) and commit() checks the digest; the
-// file's last byte is held back from every client until the blob is
-// verified and durably committed, so a client never receives a complete
-// wrong file. Bytes of a range that ends before the last byte are served
+// grows (storage::BlobWriter::write_at) and verify() checks the digest; the
+// file's last byte is held back from every client until then, so a client
+// never receives a complete wrong file. The durable commit (fsync and rename,
+// or a GCS upload) follows without holding anyone back. Bytes of a range that ends before the last byte are served
 // as they arrive (as from the CDN itself); the blob is only ever committed
 // verified.
 //
@@ -63,8 +63,8 @@ struct FillSource {
   std::string authorization;   // the leader's, for content on the Hub and for re-resolving
   // Asks the Hub again for a fresh content URL (the signed CDN URL expired).
   std::function<net::awaitable<result<upstream::Url>>()> resolve_again;
-  // Runs after the commit, before the last byte is released (the index
-  // record), so a client's next request is a hit.
+  // Runs after the commit, before the fill ends (the index record): requests
+  // that come before it join the fill, those after it are hits.
   std::function<net::awaitable<void>(core::Sha256)> committed;
 };
 
@@ -89,7 +89,7 @@ class Fill {
   friend class FillEngine;
   friend class FillRun;
   std::mutex m_mutex;
-  storage::BlobWriter* m_writer = nullptr;  // guarded by m_mutex; set while the staging file may be opened
+  storage::BlobWriter* m_writer = nullptr;  // guarded by m_mutex; set from creation until the commit is done
   std::optional<core::Sha256> m_committed;  // guarded by m_mutex
   unsigned m_clients = 0;                   // guarded by m_mutex
   bool m_stopped = false;                   // guarded by m_mutex: abandoned, joins must start a new fill
@@ -130,6 +130,10 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
   // `executor` is a strand or single-threaded.
   Membership join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
                   net::any_io_executor executor);
+  // Joins the live fill of this content only if the bytes [first, last] are
+  // readable from it already: a fill that was verified and is committing has
+  // them all. Such a range then costs no upstream request.
+  std::optional<Membership> join_if_readable(const FileMeta& meta, std::uint64_t first, std::uint64_t last);
 
   const FillOptions& options() const noexcept { return m_options; }
   // The FillOptions::connections_per_host bound for `origin` ("scheme://host:port"),

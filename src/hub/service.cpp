@@ -236,7 +236,15 @@ class Service final : public HubService {
       co_await respond_416(ex, route, meta);
       co_return;
     }
-    if (is_footer_read(req, decision, meta) && co_await relay_tail(ex, route, meta, decision, auth)) co_return;
+    if (is_footer_read(req, decision, meta)) {
+      // Just verified by a fill that is still committing: served from it.
+      if (auto member = m_fills->join_if_readable(meta, decision.range.first, decision.range.last)) {
+        ex.set_outcome("join");
+        co_await stream_fill(ex, route, meta, member->fill(), decision, auth);
+        co_return;
+      }
+      if (co_await relay_tail(ex, route, meta, decision, auth)) co_return;
+    }
     std::optional<std::uint64_t> prefer;
     if (decision.outcome == core::RangeOutcome::partial) prefer = decision.range.first;
     bool leader = false;
@@ -298,7 +306,7 @@ class Service final : public HubService {
 
   // What a fill needs from the Hub side: a way to refresh an expired CDN URL
   // (asking at the commit, so the content cannot change under it) and the
-  // index record to write before the last byte goes out.
+  // index record to write once the blob is committed.
   FillSource fill_source(const core::FileRoute& route, const FileMeta& meta, const std::string& auth,
                          const storage::FileKey& key) {
     FillSource source{meta, auth, {}, {}};

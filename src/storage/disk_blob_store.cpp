@@ -38,6 +38,7 @@
 #include <limits>
 #include <list>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <tuple>
 #include <unordered_map>
@@ -525,9 +526,9 @@ class DiskBlobWriter final : public BlobWriter {
     const Phase phase = m_phase.load();
     if (phase == Phase::failed) return m_failure;
     if (data.empty()) return {};
-    // Once commit() has started every expected byte is there, so any more is
-    // too many. (The commit owns the staging file now: do not discard.)
-    if (phase != Phase::open) return make_err(errc::integrity_mismatch);
+    // Once verified or committing, every expected byte is there, so any more
+    // is too many. (The commit owns the staging file now: do not discard.)
+    if (phase != Phase::open || m_verified) return make_err(errc::integrity_mismatch);
     if (auto written = m_data.write_at(offset, data); !written) return fail(written.error());
     return {};
   }
@@ -557,17 +558,27 @@ class DiskBlobWriter final : public BlobWriter {
     return BlobReaderPtr(std::make_unique<DiskBlobReader>(std::move(*fd), m_expected.size, path));
   }
 
-  net::awaitable<result<core::Sha256>> commit() override {
-    const Phase phase = m_phase.load();
-    if (phase == Phase::committed) co_return m_key;
-    if (phase == Phase::failed) co_return m_failure;
-    // REQUIRES: one commit at a time (a second one would find the phase
-    // still open while the first verifies).
-    if (phase == Phase::committing || m_verifying) co_return make_err(errc::bad_request);
+  net::awaitable<result<core::Sha256>> verify() override {
+    if (m_phase.load() == Phase::failed) co_return m_failure;
+    if (m_verified) co_return *m_verified;
+    // REQUIRES: one verify or commit at a time (a second one would find
+    // nothing verified yet while the first waits for the digests).
+    if (m_verifying) co_return make_err(errc::bad_request);
     m_verifying = true;
     auto verified = co_await m_data.verify();
     m_verifying = false;
     if (!verified) co_return fail(verified.error());
+    m_verified = *verified;
+    co_return *verified;
+  }
+
+  net::awaitable<result<core::Sha256>> commit() override {
+    const Phase phase = m_phase.load();
+    if (phase == Phase::committed) co_return m_key;
+    if (phase == Phase::failed) co_return m_failure;
+    if (phase == Phase::committing) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
+    auto verified = co_await verify();
+    if (!verified) co_return verified.error();
     const core::Sha256 key = *verified;
 
     // From here the pool job owns the staging file, its descriptor and the
@@ -640,7 +651,8 @@ class DiskBlobWriter final : public BlobWriter {
   const std::uint64_t m_reserved;  // bytes reserved in m_store until commit or discard
   const fs::path m_staging;
   UniqueFd m_fd;  // O_RDWR on m_staging while open
-  bool m_verifying = false;  // commit() waits for the digests (owner only)
+  bool m_verifying = false;  // verify() waits for the digests (owner only)
+  std::optional<core::Sha256> m_verified;  // set by verify() (owner only)
   detail::StagingFile m_data;  // written through m_fd, hashed on the pool
   std::atomic<Phase> m_phase{Phase::open};
   // Written before m_phase becomes committing / failed, read only after

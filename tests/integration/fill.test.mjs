@@ -133,7 +133,7 @@ test("a cold footer read (closed range at the file's end) is answered from upstr
     assert.ok(await fake.idle(5000));
     assertFetchedOnce(fake.stats().log, big.sha256, big.size, "the fill behind the resume");
 
-    // Cached now: the footer comes from the cache.
+    // Cached now (or verified and still committing): the footer costs nothing upstream.
     fake.reset();
     const again = await http1(url, "GET", resolvePath("main", "big.bin"), { headers: { Range: tail }, timeoutMs: 20000 });
     assert.ok(again.body.equals(bigBytes.subarray(first)), "the tail again, now from the cache");

@@ -1,13 +1,15 @@
 // Several hubcache replicas sharing one GCS bucket (the firebase-tools emulator with the compat layer,
 // tests/gcs/emulator.mjs): what one replica pulled, another serves with zero bytes from the Hub's CDN,
 // also with the Hub stopped (blobs and metadata from GCS); two replicas missing the same LFS file at
-// once pull it once (lease); a GCS outage does not fail client downloads.
+// once pull it once (lease); a GCS-only replica lets a fill's clients finish before its upload does; a
+// GCS outage does not fail client downloads.
 // The tests run in order and build on each other.
 //   HUBCACHE_BIN=/work/build-gcs/bin/hubcache node --test tests/integration/gcs_fleet.test.mjs
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as hub from "@huggingface/hub";
@@ -21,6 +23,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const GCS_DIR = path.join(HERE, "..", "gcs");
 const REPO = "acme/tiny-model";
 const DS = "acme/tiny-dataset";
+const BIG_DS = "acme/big-dataset";
 const BUCKET = "hubcache-fleet";
 const PREFIX = `fleet-${process.pid}/`;
 const BIG_SIZE = 3 * 1024 * 1024 + 11;
@@ -79,6 +82,49 @@ async function bucketObjects(sub = "") {
     token = doc.nextPageToken ?? "";
   } while (token);
   return names;
+}
+
+/**
+ * An HTTP relay in front of the emulator that, while `holding`, keeps back every request whose body
+ * names an object containing `marker` (the upload of a blob) until release(). Everything else passes.
+ */
+async function holdingRelay(target, marker) {
+  const up = new URL(target);
+  const held = [];
+  let holding = false;
+  const forward = (req, body, res) => {
+    const out = http.request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    out.on("error", () => res.destroy());
+    out.end(body);
+  };
+  const server = http.createServer((req, res) => {
+    const parts = [];
+    req.on("data", (d) => parts.push(d));
+    req.on("end", () => {
+      const body = Buffer.concat(parts);
+      if (holding && req.method === "POST" && body.includes(marker)) held.push(() => forward(req, body, res));
+      else forward(req, body, res);
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    endpoint: `http://127.0.0.1:${server.address().port}`,
+    hold() {
+      holding = true;
+    },
+    heldCount: () => held.length,
+    release() {
+      holding = false;
+      for (const go of held.splice(0)) go();
+    },
+    close: () => new Promise((r) => {
+      server.closeAllConnections();
+      server.close(r);
+    }),
+  };
 }
 
 /** Waits (bounded) until every blob of `shas` is in the bucket: uploads run in the background. */
@@ -203,6 +249,34 @@ test("GCS-only replica (no --cache-dir): serves from GCS without copying to disk
     await getFile(g.hc.url, `/datasets/${DS}/resolve/main/README.md`, readme, "G dataset README");
     await waitForBlobs([readme.sha256], "G");
   });
+});
+
+test("GCS-only replica: a fill's clients are done before its upload to the bucket is", { skip, timeout: 90000 }, async () => {
+  // The upload of a large file can take minutes, far longer than a client waits for a byte (10 s for
+  // huggingface_hub). Here it is held back until the client is done: with --upstream-timeout 5s, a client
+  // waiting for the upload would be cut off after 10 s with its last byte missing.
+  const relay = await holdingRelay(emulator.endpoint, `${PREFIX}blobs/`);
+  const xdg = await tmpDir("xdg-");
+  const h = await fleet.start({ name: "H (GCS only, uploads held)", noCacheDir: true, env: { XDG_CACHE_HOME: xdg, STORAGE_EMULATOR_HOST: relay.endpoint } });
+  try {
+    await withLogsOf([h], async () => {
+      const p = "data/train/part-00000.jsonl";
+      const file = fake.repos[BIG_DS].files[p];
+      relay.hold();
+      await getFile(h.hc.url, `/datasets/${BIG_DS}/resolve/main/${p}`, file, "H, its upload held");
+      // The upload had started (it is held now) and the blob is not in the bucket yet.
+      const deadline = Date.now() + 10000;
+      while (relay.heldCount() === 0 && Date.now() < deadline) await sleep(50);
+      assert.ok(relay.heldCount() >= 1, "the blob's upload was held while the client finished");
+      assert.ok(!(await bucketObjects("blobs/")).includes(`blobs/${file.sha256}`), "the blob is not in the bucket yet");
+      relay.release();
+      await waitForBlobs([file.sha256], "H, once its upload went through");
+    });
+  } finally {
+    relay.release();
+    await fleet.stop(h);
+    await relay.close();
+  }
 });
 
 test("two replicas missing the same LFS file at once pull it from the CDN once (lease)", { skip, timeout: 90000 }, async () => {

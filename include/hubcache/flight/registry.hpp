@@ -31,6 +31,13 @@ class FlightRegistry {
     return {std::move(flight), true};
   }
 
+  // The live flight for `key`, or null.
+  std::shared_ptr<Flight> find(const Key& key) const {
+    std::lock_guard lock(m_mutex);
+    auto it = m_flights.find(key);
+    return it == m_flights.end() ? nullptr : it->second;
+  }
+
   // Removes `flight` if it is still the live one for `key`.
   void remove(const Key& key, const std::shared_ptr<Flight>& flight) {
     std::lock_guard lock(m_mutex);

@@ -74,13 +74,23 @@ class BlobWriter {
   // commit it opens the committed blob; after a failure it returns that
   // failure. The reader does not pin the blob.
   virtual result<BlobReaderPtr> open_reader() = 0;
-  // REQUIRES: written() == expected size. Verifies the digest, fsyncs the
-  // file, renames it to its content address and fsyncs the directory; runs the
-  // blocking steps off the calling thread. On errc::integrity_mismatch nothing
-  // becomes visible. Returns the sha256 under which the blob is stored; if
-  // that blob was already stored, ours is dropped and this still succeeds.
-  // After any failure the writer is finished (later calls repeat the error);
-  // after success, commit() returns the key again.
+  // REQUIRES: written() == expected size. Waits for the digest of every byte
+  // and checks it against the expected one. Success means the written bytes
+  // are right, not that they are stored: nothing is durable or visible yet.
+  // That is the moment a fill may let its last byte go to its clients, who
+  // need not wait for the commit (an upload, for a GCS store). On
+  // errc::integrity_mismatch the writer fails as in commit(). Returns the
+  // sha256; later calls return it again.
+  virtual net::awaitable<result<core::Sha256>> verify() = 0;
+  // REQUIRES: written() == expected size. verify(), unless done already, then
+  // fsyncs the file, renames it to its content address and fsyncs the
+  // directory (the disk store) or uploads it (GCS); runs the blocking steps
+  // off the calling thread. On errc::integrity_mismatch nothing becomes
+  // visible. Returns the sha256 under which the blob is stored; if that blob
+  // was already stored, ours is dropped and this still succeeds. After any
+  // failure the writer is finished (later calls repeat the error); after
+  // success, commit() returns the key again. open_reader() stays valid from
+  // other threads while commit() runs.
   virtual net::awaitable<result<core::Sha256>> commit() = 0;
 };
 using BlobWriterPtr = std::unique_ptr<BlobWriter>;

@@ -26,6 +26,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -235,9 +236,10 @@ class GcsBlobWriter final : public BlobWriter {
   GcsBlobWriter& operator=(const GcsBlobWriter&) = delete;
 
   result<void> write_at(std::uint64_t offset, std::span<const std::byte> data) override {
-    if (m_phase == Phase::failed) return m_failure;
+    const Phase phase = m_phase.load();
+    if (phase == Phase::failed) return m_failure;
     if (data.empty()) return {};
-    if (m_phase != Phase::open) return make_err(errc::integrity_mismatch);  // every byte is in already
+    if (phase != Phase::open || m_verified) return make_err(errc::integrity_mismatch);  // every byte is in already
     if (auto written = m_data.write_at(offset, data); !written) return fail(written.error());
     return {};
   }
@@ -248,32 +250,47 @@ class GcsBlobWriter final : public BlobWriter {
 
   std::uint64_t written() const noexcept override { return m_data.prefix(); }
 
+  // May run on another thread than the owner's: it reads only m_phase and
+  // what was published before it.
   result<BlobReaderPtr> open_reader() override {
-    if (m_phase == Phase::failed) return m_failure;
-    // After the commit the staging file is gone; the object has the bytes.
-    if (m_phase == Phase::committed) {
-      return BlobReaderPtr(std::make_unique<GcsBlobReader>(m_state, m_state->object_name(*m_key), m_expected.size));
+    Phase phase = m_phase.load();
+    if (phase == Phase::open || phase == Phase::committing) {
+      auto fd = detail::open_file(m_staging, O_RDONLY);
+      if (fd) return BlobReaderPtr(std::make_unique<detail::FileReader>(std::move(*fd), m_expected.size, m_staging));
+      // The upload finished and the staging file went since we looked.
+      phase = m_phase.load();
+      if (phase != Phase::committed && phase != Phase::failed) return detail::io_error("open", m_staging, fd.error());
     }
-    auto fd = detail::open_file(m_staging, O_RDONLY);
-    if (!fd) return detail::io_error("open", m_staging, fd.error());
-    return BlobReaderPtr(std::make_unique<detail::FileReader>(std::move(*fd), m_expected.size, m_staging));
+    if (phase == Phase::failed) return m_failure;
+    // After the commit the staging file is gone; the object has the bytes.
+    return BlobReaderPtr(std::make_unique<GcsBlobReader>(m_state, m_state->object_name(m_key), m_expected.size));
   }
 
-  net::awaitable<result<core::Sha256>> commit() override {
-    if (m_phase == Phase::committed) co_return *m_key;
-    if (m_phase != Phase::open) co_return m_phase == Phase::failed ? m_failure : make_err(errc::storage_io);
-    if (m_verifying) co_return make_err(errc::bad_request);  // REQUIRES: one commit at a time
+  net::awaitable<result<core::Sha256>> verify() override {
+    if (m_phase.load() == Phase::failed) co_return m_failure;
+    if (m_verified) co_return *m_verified;
+    if (m_verifying) co_return make_err(errc::bad_request);  // REQUIRES: one verify or commit at a time
     m_verifying = true;
     auto verified = co_await m_data.verify();
     m_verifying = false;
     if (!verified) co_return fail(verified.error());
+    m_verified = *verified;
+    co_return *verified;
+  }
+
+  net::awaitable<result<core::Sha256>> commit() override {
+    const Phase phase = m_phase.load();
+    if (phase == Phase::committed) co_return m_key;
+    if (phase != Phase::open) co_return phase == Phase::failed ? m_failure : make_err(errc::bad_request);
+    auto verified = co_await verify();
+    if (!verified) co_return verified.error();
     const core::Sha256 key = *verified;
-    m_phase = Phase::committing;
+    m_key = key;  // published to open_reader() by the phase
+    m_phase.store(Phase::committing);
     const std::string md5 = m_md5.finish();
     auto uploaded = co_await upload(key, md5);
     if (!uploaded) co_return fail(uploaded.error());
-    m_phase = Phase::committed;
-    m_key = key;
+    m_phase.store(Phase::committed);
     release();
     remove_staging();  // readers from open_reader() keep their own descriptor
     co_return key;
@@ -301,8 +318,8 @@ class GcsBlobWriter final : public BlobWriter {
   }
 
   std::error_code fail(std::error_code ec) {
-    m_phase = Phase::failed;
-    m_failure = ec;
+    m_failure = ec;  // before the phase publishes it
+    m_phase.store(Phase::failed);
     release();
     remove_staging();  // open readers keep their own descriptor
     return ec;
@@ -328,11 +345,14 @@ class GcsBlobWriter final : public BlobWriter {
   std::shared_ptr<UniqueFd> m_fd;  // O_RDWR on m_staging until it is removed; shared with upload reads
   Md5Hasher m_md5;
   detail::StagingFile m_data;  // written and hashed through *m_fd; feeds m_md5
-  Phase m_phase = Phase::open;
+  std::atomic<Phase> m_phase{Phase::open};
   bool m_released = false;         // reservation returned
-  bool m_verifying = false;        // commit() waits for the digests
+  bool m_verifying = false;        // verify() waits for the digests
   bool m_staging_removed = false;  // unlink posted
-  std::optional<core::Sha256> m_key;
+  std::optional<core::Sha256> m_verified;  // set by verify() (owner only)
+  // Written before m_phase becomes committing / failed, read only after
+  // seeing that phase.
+  core::Sha256 m_key;
   std::error_code m_failure;
 };
 

@@ -238,6 +238,7 @@ class TieredWriter final : public BlobWriter {
   net::awaitable<result<void>> append(std::span<const std::byte> data) override { return m_inner->append(data); }
   std::uint64_t written() const noexcept override { return m_inner->written(); }
   result<BlobReaderPtr> open_reader() override { return m_inner->open_reader(); }
+  net::awaitable<result<core::Sha256>> verify() override { return m_inner->verify(); }
   net::awaitable<result<core::Sha256>> commit() override {
     auto key = co_await m_inner->commit();
     if (key && !m_queued) {

@@ -93,6 +93,13 @@ class BlobStoreTestBase : public ::testing::Test {
     return writer ? std::move(*writer) : nullptr;
   }
 
+  // A writer told `data`'s size and another digest: `data` will not verify.
+  BlobWriterPtr create_mismatched(std::string_view data) {
+    ExpectedContent expected = expect_sha256(data);
+    expected.sha256 = sha256_of(std::string(data) + " (other)");
+    return create(expected);
+  }
+
   result<core::Sha256> write_blob(std::string_view data, const ExpectedContent& expected) {
     auto writer = test::run(m_ioc, m_store->create(expected));
     if (!writer) return writer.error();
@@ -284,6 +291,90 @@ TYPED_TEST_P(BlobStoreContract, CommitTwiceReturnsTheKeyAndRejectsLaterBytes) {
   EXPECT_EQ(this->m_store->usage().blobs, 1u);
 }
 
+TYPED_TEST_P(BlobStoreContract, VerifyChecksTheBytesWithoutStoringThem) {
+  const std::string data = filler(20'000, 'v');
+  auto writer = this->create(expect_sha256(data));
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE(writer->write_at(0, as_bytes(data)));
+  auto verified = test::run(this->m_ioc, writer->verify());
+  ASSERT_TRUE(verified.has_value()) << verified.error().message();
+  EXPECT_EQ(*verified, sha256_of(data));
+  // Right, but neither visible nor durable yet: still staged and reserved.
+  EXPECT_FALSE(this->is_stored(*verified));
+  EXPECT_EQ(this->m_store->usage().blobs, 0u);
+  EXPECT_EQ(this->staging_files(), 1u);
+  auto again = test::run(this->m_ioc, writer->verify());
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(*again, *verified);
+  auto more = writer->write_at(data.size(), as_bytes("x"));
+  ASSERT_FALSE(more.has_value());
+  EXPECT_EQ(more.error(), errc::integrity_mismatch);
+
+  auto key = test::run(this->m_ioc, writer->commit());
+  ASSERT_TRUE(key.has_value()) << key.error().message();
+  EXPECT_EQ(*key, *verified);
+  EXPECT_TRUE(this->is_stored(*key));
+  EXPECT_EQ(this->staging_files(), 0u);
+}
+
+TYPED_TEST_P(BlobStoreContract, VerifyMismatchFailsTheWriter) {
+  const std::string data = "bytes that do not match";
+  auto writer = this->create_mismatched(data);
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE(writer->write_at(0, as_bytes(data)));
+  auto verified = test::run(this->m_ioc, writer->verify());
+  ASSERT_FALSE(verified.has_value());
+  EXPECT_EQ(verified.error(), errc::integrity_mismatch);
+  auto key = test::run(this->m_ioc, writer->commit());
+  ASSERT_FALSE(key.has_value());
+  EXPECT_EQ(key.error(), errc::integrity_mismatch);
+  EXPECT_FALSE(this->is_stored(sha256_of(data)));
+  EXPECT_EQ(this->m_store->usage().reserved, 0u);
+  EXPECT_EQ(this->staging_files(), 0u);
+}
+
+// A fill's clients open readers from their own threads while the fill's
+// coroutine commits (fsync and rename, or an upload): every reader opened
+// before, during or after the commit has the whole blob.
+TYPED_TEST_P(BlobStoreContract, ReadersOpenedWhileCommittingReadTheWholeBlob) {
+  const std::string data = filler(300'000, 'r');
+  auto writer = this->create(expect_sha256(data));
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE(writer->write_at(0, as_bytes(data)));
+  ASSERT_TRUE(test::run(this->m_ioc, writer->verify()).has_value());
+  std::atomic<bool> committed{false};
+  BlobReaderPtr first, during;  // the first reader, the last one opened while committing
+  std::vector<BlobReaderPtr> after;
+  std::vector<std::error_code> errors;
+  std::size_t opened = 0;
+  std::thread opener([&] {
+    while (after.size() < 3 && errors.size() < 10) {
+      const bool done = committed.load();
+      auto r = writer->open_reader();
+      if (!r) {
+        errors.push_back(r.error());
+        continue;
+      }
+      ++opened;
+      if (!first) first = std::move(*r);
+      else if (done) after.push_back(std::move(*r));
+      else during = std::move(*r);  // closes the one before: a reader holds a descriptor
+    }
+  });
+  auto key = test::run(this->m_ioc, writer->commit());
+  committed.store(true);
+  opener.join();
+  ASSERT_TRUE(key.has_value()) << key.error().message();
+  EXPECT_TRUE(errors.empty()) << errors.size() << " failed, the first: " << errors.front().message();
+  ASSERT_TRUE(first);
+  EXPECT_EQ(this->read_all(*first), data);
+  if (during) {
+    EXPECT_EQ(this->read_all(*during), data) << "the last of " << opened - after.size() - 1 << " opened while committing";
+  }
+  ASSERT_EQ(after.size(), 3u);
+  for (auto& r : after) EXPECT_EQ(this->read_all(*r), data);
+}
+
 TYPED_TEST_P(BlobStoreContract, DestroyedWriterRemovesStagingAndReservation) {
   const std::string data = filler(5000, 'x');
   auto writer = this->create(expect_sha256(data));
@@ -325,9 +416,7 @@ TYPED_TEST_P(BlobStoreContract, StagingReaderStaysValidAfterCommit) {
 
 TYPED_TEST_P(BlobStoreContract, StagingReaderStaysValidAfterFailure) {
   const std::string data = "bytes that will not verify";
-  ExpectedContent expected = expect_sha256(data);
-  expected.sha256 = sha256_of("something else");
-  auto writer = this->create(expected);
+  auto writer = this->create_mismatched(data);
   ASSERT_TRUE(writer);
   ASSERT_TRUE(test::run(this->m_ioc, writer->append(as_bytes(data))));
   auto opened = writer->open_reader();
@@ -513,6 +602,7 @@ REGISTER_TYPED_TEST_SUITE_P(BlobStoreContract, WriteCommitOpenReadRoundTrip, Ope
                             SecondWriterOfSameContentSucceedsWithoutDuplicate, ReopenedStoreServesCommittedBlobs,
                             LargeBlobReadsAtAnyOffset, ConcurrentWritersAndReaders,
                             WriterDestroyedWhileHashingLeavesNothing, OutOfOrderWritesAreHashedInFileOrder,
-                            BytesWrittenTwiceFailTheWriter);
+                            BytesWrittenTwiceFailTheWriter, VerifyChecksTheBytesWithoutStoringThem,
+                            VerifyMismatchFailsTheWriter, ReadersOpenedWhileCommittingReadTheWholeBlob);
 
 }  // namespace hubcache::storage::test_contract

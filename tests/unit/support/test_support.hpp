@@ -49,11 +49,29 @@ class TempDir {
   std::filesystem::path m_path;
 };
 
-// Runs `task` on `ioc` until it completes; fails the test (and stops the
-// context) after `limit`. Rethrows exceptions thrown by the coroutine.
+namespace detail {
+// Runs `ioc` until it is out of work, or only until `done` when `drain` is false.
+inline void run_context(boost::asio::io_context& ioc, const bool& done, bool drain, std::chrono::seconds limit) {
+  ioc.restart();
+  if (drain) {
+    ioc.run_for(limit);
+    return;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done && ioc.run_one_until(deadline) > 0) {
+  }
+}
+}  // namespace detail
+
+// Runs `ioc` until `task` completes and nothing else is left to run (so
+// what the task started in the background has finished too); fails the test
+// (and stops the context) if `task` did not complete within `limit`.
+// Rethrows exceptions thrown by the coroutine. With `drain` false it stops
+// as soon as `task` completes: for a context that always has work queued
+// (a coroutine polling, a pooled connection's read).
 template <class T>
 T run(boost::asio::io_context& ioc, boost::asio::awaitable<T> task,
-      std::chrono::seconds limit = std::chrono::seconds(30)) {
+      std::chrono::seconds limit = std::chrono::seconds(30), bool drain = true) {
   std::optional<T> out;
   std::exception_ptr error;
   bool done = false;
@@ -62,8 +80,7 @@ T run(boost::asio::io_context& ioc, boost::asio::awaitable<T> task,
     if (!e) out.emplace(std::move(value));
     done = true;
   });
-  ioc.restart();
-  ioc.run_for(limit);
+  detail::run_context(ioc, done, drain, limit);
   if (!done) {
     ioc.stop();
     throw std::runtime_error("coroutine did not finish in time");
@@ -73,15 +90,14 @@ T run(boost::asio::io_context& ioc, boost::asio::awaitable<T> task,
 }
 
 inline void run(boost::asio::io_context& ioc, boost::asio::awaitable<void> task,
-                std::chrono::seconds limit = std::chrono::seconds(30)) {
+                std::chrono::seconds limit = std::chrono::seconds(30), bool drain = true) {
   std::exception_ptr error;
   bool done = false;
   boost::asio::co_spawn(ioc, std::move(task), [&](std::exception_ptr e) {
     error = e;
     done = true;
   });
-  ioc.restart();
-  ioc.run_for(limit);
+  detail::run_context(ioc, done, drain, limit);
   if (!done) {
     ioc.stop();
     throw std::runtime_error("coroutine did not finish in time");

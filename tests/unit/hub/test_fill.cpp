@@ -1,0 +1,188 @@
+// FillEngine against a scripted upstream and a disk store whose commit the
+// test holds: what a fill's clients see while the blob is being made durable.
+#include "hub/fill.hpp"
+#include "hub/hub_client.hpp"
+
+#include "../upstream/test_server.hpp"
+#include "test_support.hpp"
+
+#include <hubcache/storage/disk_blob_store.hpp>
+#include <hubcache/util/hash.hpp>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+namespace hubcache::hub {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A slow fsync, or a slow disk: commit() waits until the test opens the gate.
+struct Gate {
+  std::atomic<bool> open{false};
+  std::atomic<int> commits_waiting{0};
+};
+
+class GatedWriter final : public storage::BlobWriter {
+ public:
+  GatedWriter(storage::BlobWriterPtr inner, Gate& gate) : m_inner(std::move(inner)), m_gate(gate) {}
+  result<void> write_at(std::uint64_t offset, std::span<const std::byte> data) override {
+    return m_inner->write_at(offset, data);
+  }
+  net::awaitable<result<void>> append(std::span<const std::byte> data) override { return m_inner->append(data); }
+  std::uint64_t written() const noexcept override { return m_inner->written(); }
+  result<storage::BlobReaderPtr> open_reader() override { return m_inner->open_reader(); }
+  net::awaitable<result<core::Sha256>> verify() override { return m_inner->verify(); }
+  net::awaitable<result<core::Sha256>> commit() override {
+    ++m_gate.commits_waiting;
+    net::steady_timer timer(co_await net::this_coro::executor);
+    while (!m_gate.open.load()) {
+      timer.expires_after(2ms);
+      co_await timer.async_wait(net::use_awaitable);
+    }
+    --m_gate.commits_waiting;
+    co_return co_await m_inner->commit();
+  }
+
+ private:
+  storage::BlobWriterPtr m_inner;
+  Gate& m_gate;
+};
+
+class GatedStore final : public storage::BlobStore {
+ public:
+  GatedStore(storage::BlobStore& inner, Gate& gate) : m_inner(inner), m_gate(gate) {}
+  net::awaitable<result<std::optional<storage::BlobReaderPtr>>> open(const core::Sha256& key) override {
+    return m_inner.open(key);
+  }
+  net::awaitable<result<storage::BlobWriterPtr>> create(const storage::ExpectedContent& expected) override {
+    auto writer = co_await m_inner.create(expected);
+    if (!writer) co_return writer.error();
+    co_return storage::BlobWriterPtr(std::make_unique<GatedWriter>(std::move(*writer), m_gate));
+  }
+  storage::StoreUsage usage() const override { return m_inner.usage(); }
+
+ private:
+  storage::BlobStore& m_inner;
+  Gate& m_gate;
+};
+
+std::string content_of(std::size_t size) {
+  std::string out(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) out[i] = static_cast<char>('a' + (i * 13 + i / 251) % 26);
+  return out;
+}
+
+class FillEngineTest : public ::testing::Test {
+ protected:
+  FillEngineTest()
+      : m_server([this](const test::http::request<test::http::string_body>&) {
+          return test::Reply{test::http_response(200, m_content)};
+        }),
+        m_disk(storage::make_disk_blob_store({m_dir.path() / "blobs", 64 << 20}, m_pool)),
+        m_store(*m_disk, m_gate) {}
+
+  // An LFS file served by the CDN at the test server, whole (one chunk).
+  FillSource source() const {
+    util::Sha256Hasher hasher;
+    hasher.update(m_content);
+    FileMeta meta;
+    meta.commit = std::string(40, 'c');
+    meta.etag = hasher.finish().hex();
+    meta.lfs = true;
+    meta.size = m_content.size();
+    meta.content_url = *upstream::Url::parse(m_server.url("/blob"));
+    meta.content_on_hub = false;
+    return FillSource{meta, "", {}, {}};
+  }
+
+  // Until `task` is done: a held commit keeps the context busy meanwhile.
+  template <class T>
+  T run(net::awaitable<T> task) {
+    return test::run(m_ioc, std::move(task), std::chrono::seconds(30), false);
+  }
+
+  std::string read_all(storage::BlobReader& reader) {
+    std::string out;
+    std::vector<std::byte> buf(64 << 10);
+    while (true) {
+      auto n = run(reader.read_at(out.size(), buf));
+      if (!n || *n == 0) return out;
+      out.append(reinterpret_cast<const char*>(buf.data()), *n);
+    }
+  }
+
+  const std::string m_content = content_of(300'000);
+  test::TempDir m_dir;
+  net::io_context m_ioc;
+  net::thread_pool m_pool{1};
+  test::TestServer m_server;
+  std::unique_ptr<storage::BlobStore> m_disk;
+  Gate m_gate;
+  GatedStore m_store;
+  HubClient m_hub{upstream::make_http_client({}), *upstream::Url::parse(m_server.url("/"))};
+};
+
+TEST_F(FillEngineTest, LastByteGoesOutOnceVerifiedWithoutWaitingForTheCommit) {
+  auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
+  bool leader = false;
+  auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
+  ASSERT_TRUE(leader);
+  Fill& fill = member.fill();
+  const std::uint64_t size = m_content.size();
+
+  // The last byte: before the change that this tests, it waited for the
+  // commit, so this wait ran into its timeout.
+  auto last = run(fill.wm.wait_beyond(size - 1, 5s));
+  ASSERT_TRUE(last.has_value()) << last.error().message();
+  EXPECT_EQ(last->available, size);
+  EXPECT_FALSE(last->finished);
+  EXPECT_EQ(m_gate.commits_waiting.load(), 1) << "the commit is held";
+
+  // A footer read arriving now is served by this fill, not asked upstream.
+  const FileMeta meta = source().meta;
+  EXPECT_TRUE(engine->join_if_readable(meta, size - 100, size - 1).has_value());
+  // A client arriving now reads the whole file from the staging file.
+  auto reader = run(fill.open_reader(m_store, 1000ms));
+  ASSERT_TRUE(reader.has_value()) << reader.error().message();
+  EXPECT_EQ(read_all(**reader), m_content);
+  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_FALSE(stored->has_value()) << "nothing is visible before the commit";
+
+  m_gate.open = true;
+  auto done = run(fill.wm.wait_beyond(size, 5s));
+  ASSERT_TRUE(done.has_value()) << done.error().message();
+  EXPECT_TRUE(done->finished);
+  stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
+  ASSERT_TRUE(stored.has_value() && stored->has_value()) << "committed";
+  EXPECT_EQ(read_all(***stored), m_content);
+  EXPECT_FALSE(engine->join_if_readable(meta, size - 100, size - 1).has_value()) << "the fill is over";
+  // A reader opened now gets the committed blob.
+  auto later = run(fill.open_reader(m_store, 1000ms));
+  ASSERT_TRUE(later.has_value()) << later.error().message();
+  EXPECT_EQ(read_all(**later), m_content);
+}
+
+TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {
+  auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
+  FillSource wrong = source();
+  wrong.meta.etag = std::string(64, '0');  // a digest the bytes do not have
+  bool leader = false;
+  auto member = engine->join(wrong, std::nullopt, leader, m_ioc.get_executor());
+  m_gate.open = true;
+  auto last = run(member.fill().wm.wait_beyond(m_content.size() - 1, 5s));
+  ASSERT_FALSE(last.has_value());
+  EXPECT_EQ(last.error(), errc::integrity_mismatch);
+  EXPECT_EQ(member.fill().wm.state(0).available, m_content.size() - 1) << "every byte but the last went out";
+  EXPECT_FALSE(engine->join_if_readable(wrong.meta, 0, 10).has_value()) << "a failed fill is not joined";
+  EXPECT_EQ(m_store.usage().blobs, 0u);
+}
+
+}  // namespace
+}  // namespace hubcache::hub
