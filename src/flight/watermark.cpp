@@ -15,7 +15,7 @@ namespace {
 constexpr auto k_recheck = std::chrono::milliseconds(50);
 }  // namespace
 
-void Watermark::add(std::uint64_t begin, std::uint64_t end) {
+void Watermark::add(std::uint64_t begin, std::uint64_t end, bool wake_now) {
   {
     std::lock_guard lock(m_mutex);
     if (m_finished || end <= begin) return;
@@ -35,7 +35,7 @@ void Watermark::add(std::uint64_t begin, std::uint64_t end) {
     if (added == 0) return;
     m_total += added;
     const auto now = std::chrono::steady_clock::now();
-    if (m_total - m_woken_at < m_wake_bytes && now - m_woken_time < m_wake_interval) return;
+    if (!wake_now && m_total - m_woken_at < m_wake_bytes && now - m_woken_time < m_wake_interval) return;
     m_woken_at = m_total;
     m_woken_time = now;
   }

@@ -60,8 +60,9 @@ net::awaitable<result<storage::BlobReaderPtr>> Fill::open_reader(storage::BlobSt
       if (!*r) co_return errc::storage_io;  // evicted in between: the client retries
       co_return std::move(**r);
     }
-    // Before the writer exists (the fill waits for its turn or its space):
-    // wait for the outcome.
+    // No writer (yet, or any more): the fill waits for its turn or its
+    // space, found the blob stored by another replica, or failed. Wait for
+    // the outcome.
     auto st = co_await wm.wait_beyond(size, wait);
     if (!st) co_return st.error();
   }
@@ -147,7 +148,8 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     auto created = co_await m_engine.m_store.create(expected);
     if (!created && created.error() == errc::blob_available && expected.sha256) {
       // Another replica stored it while we waited for its lease.
-      co_await finish_committed(*expected.sha256);
+      if (m_source.verified) co_await m_source.verified(*expected.sha256);
+      finish_committed(*expected.sha256);
       co_return;
     }
     if (!created) co_return fail(created.error(), "reserve");
@@ -419,11 +421,13 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (m_writer->written() != meta().size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
     auto verified = co_await m_writer->verify();
     if (!verified) co_return fail(verified.error(), "verify");
-    // Every byte is right: the last one may go out now. The clients do not
-    // wait for the commit, which is an upload for a GCS store (minutes for a
-    // large file, far beyond a client's read timeout). Later clients read the
-    // staging file meanwhile: open_reader() stays valid during commit().
-    m_fill->wm.add(0, meta().size);
+    if (m_source.verified) co_await m_source.verified(*verified);
+    // Every byte is right: the last one goes out now (waking its waiters at
+    // once), and the clients do not wait for the commit, whose fsync of a
+    // large file may take longer than a client waits for a byte. Later
+    // clients read the staging file meanwhile: open_reader() stays valid
+    // during commit().
+    m_fill->wm.add(0, meta().size, true);
     auto sha = co_await m_writer->commit();
     if (!sha) co_return fail(sha.error(), "commit");
     {
@@ -432,11 +436,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       m_fill->m_committed = *sha;  // in the same step: open_reader() never finds neither
     }
     m_writer.reset();
-    co_await finish_committed(*sha);
+    finish_committed(*sha);
   }
 
-  net::awaitable<void> finish_committed(core::Sha256 sha) {
-    if (m_source.committed) co_await m_source.committed(sha);
+  void finish_committed(const core::Sha256& sha) {
     {
       std::lock_guard lock(m_fill->m_mutex);
       m_fill->m_committed = sha;
@@ -527,10 +530,11 @@ FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::ui
   }
 }
 
-std::optional<FillEngine::Membership> FillEngine::join_if_readable(const FileMeta& meta, std::uint64_t first,
-                                                                  std::uint64_t last) {
+std::optional<FillEngine::Membership> FillEngine::join_if_verified(const FileMeta& meta) {
   auto fill = m_fills.find(fill_key(meta));
-  if (!fill || fill->wm.state(first).available <= last) return std::nullopt;
+  if (!fill) return std::nullopt;
+  // Only a verified fill releases the file's last byte.
+  if (const auto st = fill->wm.state(0); st.error || st.available < fill->size) return std::nullopt;
   {
     std::lock_guard lock(fill->m_mutex);
     if (fill->m_stopped) return std::nullopt;

@@ -12,8 +12,8 @@
 // Verification: the store hashes bytes in file order as the written prefix
 // grows (storage::BlobWriter::write_at) and verify() checks the digest; the
 // file's last byte is held back from every client until then, so a client
-// never receives a complete wrong file. The durable commit (fsync and rename,
-// or a GCS upload) follows without holding anyone back. Bytes of a range that ends before the last byte are served
+// never receives a complete wrong file. The durable commit (fsync, rename)
+// follows without holding anyone back. Bytes of a range that ends before the last byte are served
 // as they arrive (as from the CDN itself); the blob is only ever committed
 // verified.
 //
@@ -63,9 +63,10 @@ struct FillSource {
   std::string authorization;   // the leader's, for content on the Hub and for re-resolving
   // Asks the Hub again for a fresh content URL (the signed CDN URL expired).
   std::function<net::awaitable<result<upstream::Url>>()> resolve_again;
-  // Runs after the commit, before the fill ends (the index record): requests
-  // that come before it join the fill, those after it are hits.
-  std::function<net::awaitable<void>(core::Sha256)> committed;
+  // Runs once the blob is verified, before its last byte goes out (the index
+  // record), so a client's next request finds the record: served from the
+  // fill until the commit is done (FillEngine::join_if_verified), a hit after.
+  std::function<net::awaitable<void>(core::Sha256)> verified;
 };
 
 class Fill {
@@ -130,10 +131,10 @@ class FillEngine : public std::enable_shared_from_this<FillEngine> {
   // `executor` is a strand or single-threaded.
   Membership join(FillSource source, std::optional<std::uint64_t> prefer, bool& leader,
                   net::any_io_executor executor);
-  // Joins the live fill of this content only if the bytes [first, last] are
-  // readable from it already: a fill that was verified and is committing has
-  // them all. Such a range then costs no upstream request.
-  std::optional<Membership> join_if_readable(const FileMeta& meta, std::uint64_t first, std::uint64_t last);
+  // Joins the live fill of this content only if it has verified the blob
+  // (and is committing it): every byte is readable from it, so a request
+  // served from it costs nothing upstream.
+  std::optional<Membership> join_if_verified(const FileMeta& meta);
 
   const FillOptions& options() const noexcept { return m_options; }
   // The FillOptions::connections_per_host bound for `origin` ("scheme://host:port"),

@@ -219,6 +219,11 @@ class Service final : public HubService {
         co_return;
       }
     }
+    if (auto reader = co_await read_verified_fill(meta)) {
+      ex.set_outcome("join");
+      co_await serve_blob(ex, route, meta, std::move(reader));
+      co_return;
+    }
 
     if (req.method() == bhttp::verb::head) {
       // Metadata only: a HEAD never starts a download (fileExists and
@@ -236,15 +241,7 @@ class Service final : public HubService {
       co_await respond_416(ex, route, meta);
       co_return;
     }
-    if (is_footer_read(req, decision, meta)) {
-      // Just verified by a fill that is still committing: served from it.
-      if (auto member = m_fills->join_if_readable(meta, decision.range.first, decision.range.last)) {
-        ex.set_outcome("join");
-        co_await stream_fill(ex, route, meta, member->fill(), decision, auth);
-        co_return;
-      }
-      if (co_await relay_tail(ex, route, meta, decision, auth)) co_return;
-    }
+    if (is_footer_read(req, decision, meta) && co_await relay_tail(ex, route, meta, decision, auth)) co_return;
     std::optional<std::uint64_t> prefer;
     if (decision.outcome == core::RangeOutcome::partial) prefer = decision.range.first;
     bool leader = false;
@@ -306,7 +303,7 @@ class Service final : public HubService {
 
   // What a fill needs from the Hub side: a way to refresh an expired CDN URL
   // (asking at the commit, so the content cannot change under it) and the
-  // index record to write once the blob is committed.
+  // index record to write once the blob is verified.
   FillSource fill_source(const core::FileRoute& route, const FileMeta& meta, const std::string& auth,
                          const storage::FileKey& key) {
     FillSource source{meta, auth, {}, {}};
@@ -320,7 +317,7 @@ class Service final : public HubService {
       if (fresh == nullptr || fresh->etag != etag || fresh->size != size) co_return errc::upstream_protocol;
       co_return fresh->content_url;
     };
-    source.committed = [this, key, meta](core::Sha256 sha) -> net::awaitable<void> { co_await remember(key, meta, sha); };
+    source.verified = [this, key, meta](core::Sha256 sha) -> net::awaitable<void> { co_await remember(key, meta, sha); };
     return source;
   }
 
@@ -333,10 +330,26 @@ class Service final : public HubService {
     if (!rec || !*rec) co_return false;
     auto& r = **rec;  // our copy: its strings move into meta
     auto reader = co_await m_deps.store->open(r.sha256);
-    if (!reader || !*reader) co_return false;
     FileMeta meta{commit, std::move(r.etag), r.lfs, r.size, std::move(r.content_type), {}, true};
-    co_await serve_blob(ex, route, meta, std::move(**reader), warning);
+    if (reader && *reader) {
+      co_await serve_blob(ex, route, meta, std::move(**reader), warning);
+      co_return true;
+    }
+    // The record comes first: the blob may be verified and still committing.
+    auto from_fill = co_await read_verified_fill(meta);
+    if (!from_fill) co_return false;
+    co_await serve_blob(ex, route, meta, std::move(from_fill), warning);
     co_return true;
+  }
+
+  // A reader over the file of a live fill that has verified `meta`'s blob and
+  // is committing it; null when there is none.
+  net::awaitable<storage::BlobReaderPtr> read_verified_fill(const FileMeta& meta) {
+    if (meta.size == 0) co_return nullptr;
+    auto member = m_fills->join_if_verified(meta);  // a client of the fill while we open it
+    if (!member) co_return nullptr;
+    auto reader = co_await member->fill().open_reader(*m_deps.store, m_options.fill_wait_timeout);
+    co_return reader ? std::move(*reader) : nullptr;
   }
 
   // Upstream cannot be asked (down, 5xx, 429, offline): serve the last known
@@ -495,6 +508,11 @@ class Service final : public HubService {
       if (fill.wm.state(pos).available == pos) fill.prefer(pos);
       auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout, worth_sending);
       if (!st && st.error() == errc::timeout && !fill.running()) continue;  // queued behind max_fills: keep waiting
+      if (!st && reader) {
+        // The fill failed after our bytes were readable (its commit failed
+        // after the blob was verified): our reader still holds them.
+        if (auto now = fill.wm.state(pos); now.available >= end) st = now;
+      }
       if (!st || st->available <= pos) {
         // The fill failed: end the body short so the client sees an error.
         spdlog::warn("client of {} stopped at byte {}: {}", route.path, pos,

@@ -48,8 +48,9 @@ class Watermark {
     std::error_code error;  // set when finished unsuccessfully
   };
 
-  // Marks [begin, end) readable (ranges already marked are ignored).
-  void add(std::uint64_t begin, std::uint64_t end);
+  // Marks [begin, end) readable (ranges already marked are ignored). Wakes
+  // waiters in batches (see above) unless `wake_now`.
+  void add(std::uint64_t begin, std::uint64_t end, bool wake_now = false);
   // add(0, available): for a fill that writes in order.
   void advance(std::uint64_t available) { add(0, available); }
   // Terminal: success (empty ec) or failure. Later calls are ignored.

@@ -78,7 +78,7 @@ class BlobWriter {
   // and checks it against the expected one. Success means the written bytes
   // are right, not that they are stored: nothing is durable or visible yet.
   // That is the moment a fill may let its last byte go to its clients, who
-  // need not wait for the commit (an upload, for a GCS store). On
+  // need not wait for the commit's fsync or upload. On
   // errc::integrity_mismatch the writer fails as in commit(). Returns the
   // sha256; later calls return it again.
   virtual net::awaitable<result<core::Sha256>> verify() = 0;

@@ -183,6 +183,28 @@ TEST(Watermark, SmallAdvancesAreBatchedButNeverLost) {
 namespace hubcache::flight {
 namespace {
 
+TEST(Watermark, AnAddWithWakeNowIsNotBatched) {
+  // How a fill releases a file's last byte: its clients must not wait for
+  // the re-check interval.
+  net::io_context ioc;
+  Watermark wm(1000, std::chrono::hours(1));
+  wm.advance(10);
+  bool woke = false;
+  std::uint64_t seen = 0;
+  net::co_spawn(ioc, [&]() -> net::awaitable<void> {
+    auto r = co_await wm.wait_beyond(10, 5s);
+    woke = r.has_value();
+    if (r) seen = r->available;
+  }, net::detached);
+  ioc.restart();
+  ioc.poll();  // parks the waiter
+  ASSERT_FALSE(woke);
+  wm.add(10, 11, true);
+  ioc.poll();  // runs only what is ready now: the wake-up, not a timer
+  EXPECT_TRUE(woke);
+  EXPECT_EQ(seen, 11u);
+}
+
 TEST(Watermark, WaitsForWantedAmountButTricklesWhenSlow) {
   net::io_context ioc;
   Watermark wm(1, std::chrono::milliseconds(100));

@@ -22,9 +22,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A slow fsync, or a slow disk: commit() waits until the test opens the gate.
+// A slow fsync, or a slow disk: commit() waits until the test opens the gate,
+// then commits, or fails as a full disk would.
 struct Gate {
   std::atomic<bool> open{false};
+  std::atomic<bool> fail{false};
   std::atomic<int> commits_waiting{0};
 };
 
@@ -46,6 +48,7 @@ class GatedWriter final : public storage::BlobWriter {
       co_await timer.async_wait(net::use_awaitable);
     }
     --m_gate.commits_waiting;
+    if (m_gate.fail.load()) co_return make_error_code(errc::insufficient_storage);
     co_return co_await m_inner->commit();
   }
 
@@ -119,8 +122,8 @@ class FillEngineTest : public ::testing::Test {
 
   const std::string m_content = content_of(300'000);
   test::TempDir m_dir;
+  net::thread_pool m_pool{1};  // outlives m_ioc: a fill it destroys posts to the pool
   net::io_context m_ioc;
-  net::thread_pool m_pool{1};
   test::TestServer m_server;
   std::unique_ptr<storage::BlobStore> m_disk;
   Gate m_gate;
@@ -144,9 +147,9 @@ TEST_F(FillEngineTest, LastByteGoesOutOnceVerifiedWithoutWaitingForTheCommit) {
   EXPECT_FALSE(last->finished);
   EXPECT_EQ(m_gate.commits_waiting.load(), 1) << "the commit is held";
 
-  // A footer read arriving now is served by this fill, not asked upstream.
+  // A request arriving now is served by this fill, not asked upstream.
   const FileMeta meta = source().meta;
-  EXPECT_TRUE(engine->join_if_readable(meta, size - 100, size - 1).has_value());
+  EXPECT_TRUE(engine->join_if_verified(meta).has_value());
   // A client arriving now reads the whole file from the staging file.
   auto reader = run(fill.open_reader(m_store, 1000ms));
   ASSERT_TRUE(reader.has_value()) << reader.error().message();
@@ -162,11 +165,35 @@ TEST_F(FillEngineTest, LastByteGoesOutOnceVerifiedWithoutWaitingForTheCommit) {
   stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
   ASSERT_TRUE(stored.has_value() && stored->has_value()) << "committed";
   EXPECT_EQ(read_all(***stored), m_content);
-  EXPECT_FALSE(engine->join_if_readable(meta, size - 100, size - 1).has_value()) << "the fill is over";
+  EXPECT_FALSE(engine->join_if_verified(meta).has_value()) << "the fill is over";
   // A reader opened now gets the committed blob.
   auto later = run(fill.open_reader(m_store, 1000ms));
   ASSERT_TRUE(later.has_value()) << later.error().message();
   EXPECT_EQ(read_all(**later), m_content);
+}
+
+// What a client streaming the file relies on when the commit fails after the
+// blob was verified: every byte stays readable through the reader it has.
+TEST_F(FillEngineTest, CommitFailingAfterVerifyLeavesTheBytesReadable) {
+  auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
+  bool leader = false;
+  auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
+  Fill& fill = member.fill();
+  const std::uint64_t size = m_content.size();
+  ASSERT_TRUE(run(fill.wm.wait_beyond(size - 1, 5s)).has_value());
+  auto reader = run(fill.open_reader(m_store, 1000ms));
+  ASSERT_TRUE(reader.has_value()) << reader.error().message();
+
+  m_gate.fail = true;
+  m_gate.open = true;
+  auto done = run(fill.wm.wait_beyond(size, 5s));
+  ASSERT_FALSE(done.has_value());
+  EXPECT_EQ(done.error(), errc::insufficient_storage);
+  EXPECT_EQ(fill.wm.state(0).available, size);
+  EXPECT_EQ(read_all(**reader), m_content);
+  EXPECT_FALSE(engine->join_if_verified(source().meta).has_value()) << "a failed fill is not joined";
+  EXPECT_EQ(m_store.usage().blobs, 0u);
+  EXPECT_EQ(m_store.usage().reserved, 0u);
 }
 
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {
@@ -180,7 +207,7 @@ TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {
   ASSERT_FALSE(last.has_value());
   EXPECT_EQ(last.error(), errc::integrity_mismatch);
   EXPECT_EQ(member.fill().wm.state(0).available, m_content.size() - 1) << "every byte but the last went out";
-  EXPECT_FALSE(engine->join_if_readable(wrong.meta, 0, 10).has_value()) << "a failed fill is not joined";
+  EXPECT_FALSE(engine->join_if_verified(wrong.meta).has_value()) << "a failed fill is not joined";
   EXPECT_EQ(m_store.usage().blobs, 0u);
 }
 
