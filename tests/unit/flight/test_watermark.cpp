@@ -21,6 +21,19 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// A waiter for the bytes at `offset`, spawned on `ioc` (which the test runs).
+struct Parked {
+  bool woke = false;
+  std::uint64_t seen = 0;  // available, once woken
+};
+void park(net::io_context& ioc, Watermark& wm, std::uint64_t offset, Parked& out) {
+  net::co_spawn(ioc, [&wm, &out, offset]() -> net::awaitable<void> {
+    auto r = co_await wm.wait_beyond(offset, 5s);
+    out.woke = r.has_value();
+    if (r) out.seen = r->available;
+  }, net::detached);
+}
+
 TEST(Watermark, ReturnsImmediatelyWhenDataIsThere) {
   net::io_context ioc;
   Watermark wm;
@@ -162,19 +175,14 @@ TEST(Watermark, SmallAdvancesAreBatchedButNeverLost) {
 
   // A parked waiter is not woken by every small advance, but it still sees
   // a small advance within its re-check interval, with no further progress.
-  bool woke = false;
-  std::uint64_t seen = 0;
-  net::co_spawn(ioc, [&]() -> net::awaitable<void> {
-    auto r = co_await wm.wait_beyond(10, 5s);
-    woke = r.has_value();
-    if (r) seen = r->available;
-  }, net::detached);
+  Parked waiter;
+  park(ioc, wm, 10, waiter);
   ioc.restart();
   ioc.run_for(20ms);
   wm.advance(20);  // below the 1000-byte batch, inside the 1 h interval: no wake-up sent
   ioc.run_for(500ms);
-  EXPECT_TRUE(woke);
-  EXPECT_EQ(seen, 20u);
+  EXPECT_TRUE(waiter.woke);
+  EXPECT_EQ(waiter.seen, 20u);
 }
 
 }  // namespace
@@ -189,20 +197,15 @@ TEST(Watermark, AnAddWithWakeNowIsNotBatched) {
   net::io_context ioc;
   Watermark wm(1000, std::chrono::hours(1));
   wm.advance(10);
-  bool woke = false;
-  std::uint64_t seen = 0;
-  net::co_spawn(ioc, [&]() -> net::awaitable<void> {
-    auto r = co_await wm.wait_beyond(10, 5s);
-    woke = r.has_value();
-    if (r) seen = r->available;
-  }, net::detached);
+  Parked waiter;
+  park(ioc, wm, 10, waiter);
   ioc.restart();
   ioc.poll();  // parks the waiter
-  ASSERT_FALSE(woke);
+  ASSERT_FALSE(waiter.woke);
   wm.add(10, 11, true);
   ioc.poll();  // runs only what is ready now: the wake-up, not a timer
-  EXPECT_TRUE(woke);
-  EXPECT_EQ(seen, 11u);
+  EXPECT_TRUE(waiter.woke);
+  EXPECT_EQ(waiter.seen, 11u);
 }
 
 TEST(Watermark, WaitsForWantedAmountButTricklesWhenSlow) {
