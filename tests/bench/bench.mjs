@@ -4,7 +4,7 @@
 // tools, builds hubcache and compiles hload and fetchn; see docs/benchmarks.md. Prints one table.
 //
 // node tests/bench/bench.mjs --work DIR --hubcache BIN --hload BIN --fetchn BIN [--size BYTES] [--cdn-rate BPS]
-//   [--latency-ms MS] [--slice 8m] [--clients 32] [--duration S] [--reps N] [--quick]
+//   [--latency-ms MS] [--slice 8m] [--clients 32] [--duration S] [--reps N] [--load-reps N] [--quick]
 //   [--proxies hubcache,nginx-lock,nginx-slice] [--json FILE] [--deadline-s S]
 //
 // Every process it starts is written to WORK/pids (one pid a line) so run.sh's trap can end them
@@ -40,7 +40,7 @@ export function parseSize(s) {
 function parseArgs(argv) {
   const o = {
     work: null, hubcache: null, hload: null, fetchn: null, size: null, cdnRate: "25MB", latencyMs: 20, slice: "8m",
-    clients: 32, duration: null, reps: null, quick: false, proxies: "hubcache,nginx-lock,nginx-slice",
+    clients: 32, duration: null, reps: null, loadReps: null, quick: false, proxies: "hubcache,nginx-lock,nginx-slice",
     json: null, deadlineS: 1500,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -60,6 +60,7 @@ function parseArgs(argv) {
       case "--clients": o.clients = Number(next()); break;
       case "--duration": o.duration = Number(next()); break;
       case "--reps": o.reps = Number(next()); break;
+      case "--load-reps": o.loadReps = Number(next()); break;
       case "--quick": o.quick = true; break;
       case "--proxies": o.proxies = next(); break;
       case "--json": o.json = next(); break;
@@ -70,10 +71,14 @@ function parseArgs(argv) {
   if (!o.work || !o.hubcache || !o.hload || !o.fetchn) throw new Error("--work, --hubcache, --hload and --fetchn are required");
   o.size = parseSize(o.size ?? (o.quick ? "64MiB" : "1GiB"));
   o.cdnRate = parseSize(o.cdnRate);
-  o.duration ??= o.quick ? 3 : 10;
+  o.duration ??= o.quick ? 3 : 4;
   // A warm pull takes well under a second, and single pulls swing by a factor of two on a shared
   // 2-core machine (depending on where the sender and the client run): take the median of more.
   o.reps ??= o.quick ? 2 : 7;
+  // p99 at 64 connections depends on where the scheduler runs the client's and the proxy's threads:
+  // from one run of the same proxy to the next it jumps between about 2.5 and 4 ms here. Each load row
+  // is the median of this many runs, taken in rounds that visit every proxy in turn (see loadRounds).
+  o.loadReps ??= o.quick ? 1 : 7;
   o.proxies = o.proxies.split(",").map((s) => s.trim()).filter(Boolean);
   return o;
 }
@@ -519,42 +524,87 @@ async function guarded(proxy, label, fn) {
   }
 }
 
+const fileUrl = (proxy, fake, file) => `${proxy.url}/acme/tiny-model/resolve/${fake.repo.mainCommit}/${file}`;
+
+/**
+ * One proxy's turn: a fresh cache for the correctness gate, the cold miss (3) and the warm hits (1), then
+ * a fresh cache again for the crowd (4). The proxy is left running, the big file cached, for the load
+ * rounds (2) that follow every proxy's turn.
+ */
 async function benchProxy(proxy, fake, o) {
   const res = { name: proxy.name, loadStart: os.loadavg()[0] };
-  const base = () => `${proxy.url}/acme/tiny-model/resolve/${fake.repo.mainCommit}`;
-  // Phase A: fresh cache -> correctness gate, cold miss (3), warm hits (1), small files / HEAD (2).
+  const big = () => fileUrl(proxy, fake, "big.bin"); // the port changes with every start
+  // Phase A: fresh cache -> correctness gate, cold miss (3), warm hits (1).
   res.start = await guarded(proxy, "start", async () => (await proxy.start(), { ok: true }));
   if (!res.start.ok) return res;
   log(`${proxy.name} at ${proxy.url}: preflight`);
   res.preflight = await guarded(proxy, "preflight", async () => ({ ok: true, pulls: await preflight(proxy, fake, ["config.json", "model.safetensors"]) }));
   log(`${proxy.name}: cold miss, one client`);
-  res.cold = await guarded(proxy, "cold miss", () => coldSingle(proxy, fake, o, `${base()}/big.bin`));
+  res.cold = await guarded(proxy, "cold miss", () => coldSingle(proxy, fake, o, big()));
   if (res.cold.ok) {
     log(`${proxy.name}: warm hits`);
-    res.warm = await guarded(proxy, "warm hits", () => warm(proxy, fake, o, `${base()}/big.bin`));
-  }
-  if (res.preflight.ok && proxy.alive()) {
-    log(`${proxy.name}: small files and HEAD at 64 connections`);
-    await fake.reset();
-    res.smallGet = await guarded(proxy, "small GET", () => runWrk(o, `${base()}/config.json`));
-    res.smallHead = await guarded(proxy, "small HEAD", () => runHload(o, `${base()}/config.json`, "HEAD"));
-    if (res.cold.ok) res.lfsHead = await guarded(proxy, "LFS HEAD", () => runHload(o, `${base()}/big.bin`, "HEAD"));
-    res.smallUpstream = upstreamBytes(await fake.stats());
+    res.warm = await guarded(proxy, "warm hits", () => warm(proxy, fake, o, big()));
   }
   // Phase B: fresh cache again -> N clients at once on the cold file (4).
   log(`${proxy.name}: ${o.clients} clients on the cold file`);
   const restart = await guarded(proxy, "restart", async () => (await proxy.start(), { ok: true }));
-  res.crowd = restart.ok ? await guarded(proxy, "crowd", () => crowd(proxy, fake, o, `${base()}/big.bin`)) : restart;
+  res.crowd = restart.ok ? await guarded(proxy, "crowd", () => crowd(proxy, fake, o, big())) : restart;
   // The same crowd on the file now cached: how fast this machine delivers N copies at all, the floor
   // for the cold crowd's "all done".
   if (res.crowd.ok) {
     log(`${proxy.name}: ${o.clients} clients on the cached file`);
-    res.crowdWarm = await guarded(proxy, "crowd on the cached file", () => crowd(proxy, fake, o, `${base()}/big.bin`));
+    res.crowdWarm = await guarded(proxy, "crowd on the cached file", () => crowd(proxy, fake, o, big()));
   }
-  await proxy.stop();
-  await fsp.rm(path.join(proxy.dir, "cache"), { recursive: true, force: true });
   res.loadEnd = os.loadavg()[0];
   return res;
+}
+
+/**
+ * Item 2, after every proxy's turn, with all of them running and their caches warm: `o.loadReps`
+ * rounds, each running the three load rows on every proxy, the first proxy of a round rotating. A
+ * drift of the machine over the minutes of the benchmark then touches every proxy alike, which running
+ * one proxy's repetitions back to back would not. Each row keeps its samples and reports their median;
+ * a proxy with one failed run fails the row.
+ */
+async function loadRounds(proxies, results, fake, o) {
+  const rowsOf = (res) => [
+    ["smallGet", "small GET", (p) => runWrk(o, fileUrl(p, fake, "config.json"))],
+    ["smallHead", "small HEAD", (p) => runHload(o, fileUrl(p, fake, "config.json"), "HEAD")],
+    ...(res.cold?.ok ? [["lfsHead", "LFS HEAD", (p) => runHload(o, fileUrl(p, fake, "big.bin"), "HEAD")]] : []),
+  ];
+  const ready = [];
+  for (const [i, proxy] of proxies.entries()) {
+    const res = results[i];
+    if (!res.preflight?.ok || !proxy.alive()) continue;
+    // The crowd's restart emptied the cache: the gate again puts the small files in.
+    res.loadPreflight = await guarded(proxy, "load preflight", async () => ({ ok: true, pulls: await preflight(proxy, fake, ["config.json"]) }));
+    if (res.cold?.ok && !res.crowdWarm?.ok) {
+      // The crowd failed, so the big file may not be whole in the cache: the LFS HEAD rows need it.
+      await fetchOnce(o.fetchn, fileUrl(proxy, fake, "big.bin"), { timeoutMs: coldTimeoutMs(o) });
+    }
+    if (res.loadPreflight.ok) ready.push([proxy, res]);
+  }
+  const samples = new Map(ready.map(([p]) => [p.name, {}]));
+  for (let round = 0; round < o.loadReps; round++) {
+    for (let k = 0; k < ready.length; k++) {
+      const [proxy, res] = ready[(round + k) % ready.length];
+      log(`load round ${round + 1}/${o.loadReps}: ${proxy.name}, small files and HEAD at 64 connections`);
+      await fake.reset();
+      for (const [key, label, run] of rowsOf(res)) {
+        (samples.get(proxy.name)[key] ??= []).push(await guarded(proxy, label, () => run(proxy)));
+      }
+      res.smallUpstream = (res.smallUpstream ?? 0) + upstreamBytes(await fake.stats());
+    }
+  }
+  for (const [proxy, res] of ready) {
+    for (const [key, runs] of Object.entries(samples.get(proxy.name))) {
+      const bad = runs.find((r) => !r.ok);
+      res[key] = bad
+        ? { ...bad, runs }
+        : { ok: true, tool: runs[0].tool, rps: median(runs.map((r) => r.rps)), p99Ms: median(runs.map((r) => r.p99Ms)),
+            p50Ms: median(runs.map((r) => r.p50Ms)), runs };
+    }
+  }
 }
 
 // ----------------------------------------------------------------------------- table
@@ -610,6 +660,21 @@ function rows(results, o) {
   });
 }
 
+/** One line per load row and measure: each proxy's range over its runs. */
+function loadSpread(results) {
+  const lines = [];
+  for (const [key, label] of [["smallGet", "small GET"], ["smallHead", "small HEAD"], ["lfsHead", "LFS HEAD"]]) {
+    for (const [m, unit, digits] of [["rps", "req/s", 0], ["p99Ms", "p99 ms", 2]]) {
+      const parts = results.filter((r) => r[key]?.runs?.length).map((r) => {
+        const xs = r[key].runs.filter((x) => x.ok).map((x) => x[m]);
+        return `${HEAD_NAMES[r.name]} ${xs.length ? `${fmtNum(Math.min(...xs), digits)}–${fmtNum(Math.max(...xs), digits)}` : "—"}`;
+      });
+      if (parts.length) lines.push(`  ${label} ${unit}: ${parts.join(", ")}`);
+    }
+  }
+  return lines;
+}
+
 function fmtNum(v, digits) {
   if (v === null || v === undefined) return "—";
   if (!Number.isFinite(v)) return "∞";
@@ -656,14 +721,20 @@ async function main() {
   const m0 = machine();
   const t0 = Date.now();
   log(`size ${o.size} B, CDN ${o.cdnRate} B/s per connection, latency ${o.latencyMs} ms, slice ${o.slice}, ${o.clients} clients, ` +
-    `${o.duration} s load runs, ${o.reps} reps; load average ${m0.load}`);
+    `${o.loadReps} rounds of ${o.duration} s load runs, ${o.reps} reps; load average ${m0.load}`);
   const fake = await startFake(o);
   log(`fake Hub ${fake.hub}, CDN ${fake.cdn}`);
+  const proxies = [];
   const results = [];
   for (const name of o.proxies) {
     if (!NAMES.includes(name)) throw new Error(`unknown proxy ${name}`);
-    const p = new Proxy(name, o, fake);
-    results.push(await benchProxy(p, fake, o));
+    proxies.push(new Proxy(name, o, fake));
+    results.push(await benchProxy(proxies.at(-1), fake, o));
+  }
+  await loadRounds(proxies, results, fake, o);
+  for (const p of proxies) {
+    await p.stop();
+    await fsp.rm(path.join(p.dir, "cache"), { recursive: true, force: true });
   }
   await stopProc(fake.child);
   const elapsedS = (Date.now() - t0) / 1000;
@@ -677,7 +748,7 @@ async function main() {
   } catch {}
   const meta = {
     date: new Date().toISOString(), ...m1, loadBefore: m0.load, elapsedS, size: o.size, cdnRate: o.cdnRate,
-    latencyMs: o.latencyMs, slice: o.slice, clients: o.clients, duration: o.duration, reps: o.reps,
+    latencyMs: o.latencyMs, slice: o.slice, clients: o.clients, duration: o.duration, reps: o.reps, loadReps: o.loadReps,
     hubcache: o.hubcache, hubcacheBuilt: binTime, gitRev, hubcacheVersion, nginxVersion, quick: o.quick,
   };
 
@@ -693,6 +764,9 @@ async function main() {
   out.push("ratio: hubcache vs the better nginx variant, >1 = hubcache better (throughput: hubcache/nginx; times, bytes, RSS: nginx/hubcache)");
   out.push("");
   out.push(renderTable(results, o));
+  out.push("");
+  out.push(`item 2 is the median of ${o.loadReps} runs per proxy; their range (min–max):`);
+  out.push(...loadSpread(results));
   const notes = [];
   for (const r of results) {
     for (const [k, v] of Object.entries(r)) {

@@ -3,11 +3,11 @@
 # whose CDN caps each connection's throughput. Prints one table; docs/benchmarks.md explains it.
 #
 #   bash tests/bench/run.sh [--size 1GiB] [--cdn-rate 25MB] [--latency-ms 20] [--quick]
-#                           [--slice 8m] [--clients 32] [--duration 10] [--reps 3]
+#                           [--slice 8m] [--clients 32] [--duration 4] [--load-reps 7] [--reps 7]
 #                           [--proxies hubcache,nginx-lock,nginx-slice] [--bin PATH] [--json FILE]
 #                           [--keep]
 #
-# --quick: 64 MiB file, 3 s load runs, 2 repetitions (a smoke run of about two minutes).
+# --quick: 64 MiB file, one round of 3 s load runs, 2 repetitions (a smoke run of about a minute).
 # --bin: use this hubcache binary instead of building build/bin/hubcache (Release).
 # --keep: keep the work directory (logs, nginx configs, results.json) instead of deleting it.
 # Installs what is missing (nginx, wrk, curl, a C compiler; the build dependencies through
@@ -27,10 +27,10 @@ while (($#)); do
     --json) json=$(realpath -m "$2"); shift 2 ;;
     --json=*) json=$(realpath -m "${1#*=}"); shift ;;
     --quick) quick=1; pass+=(--quick); shift ;;
-    --size|--cdn-rate|--latency-ms|--slice|--clients|--duration|--reps|--proxies)
+    --size|--cdn-rate|--latency-ms|--slice|--clients|--duration|--reps|--load-reps|--proxies)
       (($# >= 2)) || { echo "run.sh: $1 needs a value" >&2; exit 2; }
       pass+=("$1" "$2"); shift 2 ;;
-    --size=*|--cdn-rate=*|--latency-ms=*|--slice=*|--clients=*|--duration=*|--reps=*|--proxies=*)
+    --size=*|--cdn-rate=*|--latency-ms=*|--slice=*|--clients=*|--duration=*|--reps=*|--load-reps=*|--proxies=*)
       pass+=("$1"); shift ;;
     -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -110,7 +110,7 @@ trap 'exit 130' INT TERM
 cc -O2 -pthread -o "$work/hload" tests/bench/hload.c
 cc -O2 -pthread -o "$work/fetchn" tests/bench/fetchn.c -lcrypto
 
-# Full run: about 7 minutes at 1 GiB and 25 MB/s per CDN connection; bounded at 25 minutes.
+# Full run: about 9 minutes at 1 GiB and 25 MB/s per CDN connection; bounded at 25 minutes.
 deadline=1500
 ((quick)) && deadline=600
 args=(--work "$work" --hubcache "$bin" --hload "$work/hload" --fetchn "$work/fetchn" --deadline-s "$deadline" "${pass[@]}")
