@@ -421,12 +421,14 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (m_writer->written() != meta().size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
     auto verified = co_await m_writer->verify();
     if (!verified) co_return fail(verified.error(), "verify");
-    if (m_source.verified) co_await m_source.verified(*verified);
-    // Every byte is right: the last one goes out now (waking its waiters at
-    // once), and the clients do not wait for the commit, whose fsync of a
-    // large file may take longer than a client waits for a byte. Later
-    // clients read the staging file meanwhile: open_reader() stays valid
+    // The index record first (a few small fsyncs), so that a client's next
+    // request, made the moment it has its file, finds it. Then every byte
+    // is right and the last one goes out (waking its waiters at once): the
+    // clients do not wait for the commit, whose fsync of a large file may
+    // take longer than a client waits for a byte. Requests that find the
+    // record meanwhile read the staging file: open_reader() stays valid
     // during commit().
+    if (m_source.verified) co_await m_source.verified(*verified);
     m_fill->wm.add(0, meta().size, true);
     auto sha = co_await m_writer->commit();
     if (!sha) co_return fail(sha.error(), "commit");
@@ -531,6 +533,7 @@ FillEngine::Membership FillEngine::join(FillSource source, std::optional<std::ui
 }
 
 std::optional<FillEngine::Membership> FillEngine::join_if_verified(const FileMeta& meta) {
+  if (meta.size == 0) return std::nullopt;  // nothing to tell verified from not
   auto fill = m_fills.find(fill_key(meta));
   if (!fill) return std::nullopt;
   // Only a verified fill releases the file's last byte.

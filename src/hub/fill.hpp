@@ -63,9 +63,10 @@ struct FillSource {
   std::string authorization;   // the leader's, for content on the Hub and for re-resolving
   // Asks the Hub again for a fresh content URL (the signed CDN URL expired).
   std::function<net::awaitable<result<upstream::Url>>()> resolve_again;
-  // Runs once the blob is verified, before its last byte goes out (the index
-  // record), so a client's next request finds the record: served from the
-  // fill until the commit is done (FillEngine::join_if_verified), a hit after.
+  // Runs once the blob is verified (or found stored by another replica),
+  // before the last byte goes out: the index record. So a client's next
+  // request finds it: served from the fill until the commit is done
+  // (FillEngine::join_if_verified), a hit after.
   std::function<net::awaitable<void>(core::Sha256)> verified;
 };
 

@@ -335,9 +335,14 @@ class Service final : public HubService {
       co_await serve_blob(ex, route, meta, std::move(**reader), warning);
       co_return true;
     }
-    // The record comes first: the blob may be verified and still committing.
+    // The record comes before the commit: the blob may be verified and
+    // still committing, or committed a moment ago (the fill gone).
     auto from_fill = co_await read_verified_fill(meta);
-    if (!from_fill) co_return false;
+    if (!from_fill) {
+      reader = co_await m_deps.store->open(r.sha256);
+      if (!reader || !*reader) co_return false;
+      from_fill = std::move(**reader);
+    }
     co_await serve_blob(ex, route, meta, std::move(from_fill), warning);
     co_return true;
   }
@@ -345,7 +350,6 @@ class Service final : public HubService {
   // A reader over the file of a live fill that has verified `meta`'s blob and
   // is committing it; null when there is none.
   net::awaitable<storage::BlobReaderPtr> read_verified_fill(const FileMeta& meta) {
-    if (meta.size == 0) co_return nullptr;
     auto member = m_fills->join_if_verified(meta);  // a client of the fill while we open it
     if (!member) co_return nullptr;
     auto reader = co_await member->fill().open_reader(*m_deps.store, m_options.fill_wait_timeout);
@@ -509,9 +513,10 @@ class Service final : public HubService {
       auto st = co_await fill.wm.wait_beyond(pos, m_options.fill_wait_timeout, worth_sending);
       if (!st && st.error() == errc::timeout && !fill.running()) continue;  // queued behind max_fills: keep waiting
       if (!st && reader) {
-        // The fill failed after our bytes were readable (its commit failed
-        // after the blob was verified): our reader still holds them.
-        if (auto now = fill.wm.state(pos); now.available >= end) st = now;
+        // The fill failed after verifying the blob (its commit failed): our
+        // reader still holds the verified bytes. A fill that failed before
+        // has not released its last byte.
+        if (auto now = fill.wm.state(pos); now.available >= fill.size) st = now;
       }
       if (!st || st->available <= pos) {
         // The fill failed: end the body short so the client sees an error.
