@@ -528,7 +528,7 @@ class DiskBlobWriter final : public BlobWriter {
     if (data.empty()) return {};
     // Once verified or committing, every expected byte is there, so any more
     // is too many. (The commit owns the staging file now: do not discard.)
-    if (phase != Phase::open || m_verified) return make_err(errc::integrity_mismatch);
+    if (phase != Phase::open || m_data.verified()) return make_err(errc::integrity_mismatch);
     if (auto written = m_data.write_at(offset, data); !written) return fail(written.error());
     return {};
   }
@@ -560,16 +560,10 @@ class DiskBlobWriter final : public BlobWriter {
 
   net::awaitable<result<core::Sha256>> verify() override {
     if (m_phase.load() == Phase::failed) co_return m_failure;
-    if (m_verified) co_return *m_verified;
-    // REQUIRES: one verify or commit at a time (a second one would find
-    // nothing verified yet while the first waits for the digests).
-    if (m_verifying) co_return make_err(errc::bad_request);
-    m_verifying = true;
+    // REQUIRES: one verify or commit at a time (a second one gets bad_request).
     auto verified = co_await m_data.verify();
-    m_verifying = false;
-    if (!verified) co_return fail(verified.error());
-    m_verified = *verified;
-    co_return *verified;
+    if (!verified && verified.error() != errc::bad_request) co_return fail(verified.error());
+    co_return verified;
   }
 
   net::awaitable<result<core::Sha256>> commit() override {
@@ -651,8 +645,6 @@ class DiskBlobWriter final : public BlobWriter {
   const std::uint64_t m_reserved;  // bytes reserved in m_store until commit or discard
   const fs::path m_staging;
   UniqueFd m_fd;  // O_RDWR on m_staging while open
-  bool m_verifying = false;  // verify() waits for the digests (owner only)
-  std::optional<core::Sha256> m_verified;  // set by verify() (owner only)
   detail::StagingFile m_data;  // written through m_fd, hashed on the pool
   std::atomic<Phase> m_phase{Phase::open};
   // Written before m_phase becomes committing / failed, read only after

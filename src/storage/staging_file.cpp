@@ -169,8 +169,14 @@ result<void> StagingFile::write_at(std::uint64_t offset, std::span<const std::by
 }
 
 boost::asio::awaitable<result<core::Sha256>> StagingFile::verify() {
+  if (m_outcome) co_return *m_outcome;
+  if (m_verifying) co_return make_error_code(errc::bad_request);
+  m_verifying = true;
   auto job = [hasher = m_hasher] { return hasher->finish(); };
-  co_return co_await util::run_blocking(m_pool, std::move(job));
+  auto outcome = co_await util::run_blocking(m_pool, std::move(job));
+  m_verifying = false;
+  m_outcome = outcome;
+  co_return outcome;
 }
 
 void StagingFile::cancel() noexcept {

@@ -28,6 +28,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <span>
 
@@ -54,8 +55,12 @@ class StagingFile {
 
   // Hashes what is not hashed yet and checks size and digests against what
   // upstream announced, on the pool. On success returns the sha256 (the
-  // blob's key); errc::integrity_mismatch otherwise (logged). Call once.
+  // blob's key); errc::integrity_mismatch otherwise (logged). Later calls
+  // return the same outcome; errc::bad_request while another call waits.
+  // Owner only, like write_at().
   boost::asio::awaitable<result<core::Sha256>> verify();
+  // verify() succeeded: every byte is in and right.
+  bool verified() const noexcept { return m_outcome && m_outcome->has_value(); }
   // Stops the background hashing, waiting for a piece in progress: after it,
   // nothing reads the descriptor or calls ExtraHash. Call before closing
   // the descriptor of a file that will not be verified.
@@ -67,6 +72,8 @@ class StagingFile {
   boost::asio::thread_pool& m_pool;
   std::shared_ptr<Hasher> m_hasher;
   std::map<std::uint64_t, std::uint64_t> m_ahead;  // written past the prefix: begin -> end, merged
+  bool m_verifying = false;                        // a verify() waits for the digests
+  std::optional<result<core::Sha256>> m_outcome;   // verify()'s, once it completed
 };
 
 }  // namespace hubcache::storage::detail

@@ -239,7 +239,7 @@ class GcsBlobWriter final : public BlobWriter {
     const Phase phase = m_phase.load();
     if (phase == Phase::failed) return m_failure;
     if (data.empty()) return {};
-    if (phase != Phase::open || m_verified) return make_err(errc::integrity_mismatch);  // every byte is in already
+    if (phase != Phase::open || m_data.verified()) return make_err(errc::integrity_mismatch);  // every byte is in already
     if (auto written = m_data.write_at(offset, data); !written) return fail(written.error());
     return {};
   }
@@ -268,14 +268,10 @@ class GcsBlobWriter final : public BlobWriter {
 
   net::awaitable<result<core::Sha256>> verify() override {
     if (m_phase.load() == Phase::failed) co_return m_failure;
-    if (m_verified) co_return *m_verified;
-    if (m_verifying) co_return make_err(errc::bad_request);  // REQUIRES: one verify or commit at a time
-    m_verifying = true;
+    // REQUIRES: one verify or commit at a time (a second one gets bad_request).
     auto verified = co_await m_data.verify();
-    m_verifying = false;
-    if (!verified) co_return fail(verified.error());
-    m_verified = *verified;
-    co_return *verified;
+    if (!verified && verified.error() != errc::bad_request) co_return fail(verified.error());
+    co_return verified;
   }
 
   net::awaitable<result<core::Sha256>> commit() override {
@@ -347,9 +343,7 @@ class GcsBlobWriter final : public BlobWriter {
   detail::StagingFile m_data;  // written and hashed through *m_fd; feeds m_md5
   std::atomic<Phase> m_phase{Phase::open};
   bool m_released = false;         // reservation returned
-  bool m_verifying = false;        // verify() waits for the digests
   bool m_staging_removed = false;  // unlink posted
-  std::optional<core::Sha256> m_verified;  // set by verify() (owner only)
   // Written before m_phase becomes committing / failed, read only after
   // seeing that phase.
   core::Sha256 m_key;
