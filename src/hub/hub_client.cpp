@@ -3,6 +3,7 @@
 #include "headers.hpp"
 
 #include <hubcache/core/digest.hpp>
+#include <hubcache/flight/watermark.hpp>
 
 #include <charconv>
 
@@ -15,6 +16,9 @@ namespace bhttp = boost::beast::http;
 constexpr int k_max_redirects = 5;
 // Error bodies from the Hub are short JSON or text; anything bigger is cut.
 constexpr std::size_t k_max_error_body = 64 * 1024;
+// The leader's probe is bounded by the upstream timeouts, and a leader that
+// stops early wakes its followers; this only bounds a follower should both fail.
+constexpr auto k_shared_probe_wait = std::chrono::minutes(5);
 
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
   std::uint64_t v = 0;
@@ -67,7 +71,42 @@ upstream::Url HubClient::url_for(std::string_view target) const {
   return u;
 }
 
+// One upstream probe and the callers waiting for it. A Watermark to which no
+// byte is ever added is a one-shot event that wakes waiters on any thread.
+struct HubClient::SharedProbe {
+  flight::Watermark done;
+  std::optional<result<ProbeResult>> outcome;  // written once, before done.finish({})
+};
+
 net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& route, const std::string& authorization) {
+  const std::string key = authorization + '\n' + route.upstream_target();
+  auto [shared, leader] = m_probes.join(key, [] { return new SharedProbe; });
+  if (!leader) {
+    auto waited = co_await shared->done.wait_beyond(0, k_shared_probe_wait);
+    if (waited && shared->outcome) co_return *shared->outcome;
+    // The leader stopped without an answer (its coroutine was destroyed).
+    co_return co_await probe_upstream(route, authorization);
+  }
+  // Whatever way the leader leaves, its followers are released and the next
+  // caller starts a fresh probe; finish() after a finish is ignored.
+  struct Release {
+    HubClient& self;
+    const std::string& key;
+    const std::shared_ptr<SharedProbe>& shared;
+    ~Release() {
+      self.m_probes.remove(key, shared);
+      shared->done.finish(make_error_code(std::errc::operation_canceled));
+    }
+  } release{*this, key, shared};
+  auto outcome = co_await probe_upstream(route, authorization);
+  shared->outcome = outcome;
+  m_probes.remove(key, shared);
+  shared->done.finish({});
+  co_return outcome;
+}
+
+net::awaitable<result<ProbeResult>> HubClient::probe_upstream(const core::FileRoute& route,
+                                                              const std::string& authorization) {
   upstream::Url url = url_for(route.upstream_target());
   for (int hop = 0; hop <= k_max_redirects; ++hop) {
     auto sent = co_await m_http->send(make_request(bhttp::verb::head, url, authorization));

@@ -7,10 +7,12 @@
 // files (never with the caller's Authorization), from the Hub pinned to the
 // commit for git files.
 //
-// Thread safety: safe from any coroutine; holds no per-request state.
+// Thread safety: safe from any coroutine; the only shared state is the table
+// of probes in flight.
 #pragma once
 
 #include <hubcache/core/route.hpp>
+#include <hubcache/flight/registry.hpp>
 #include <hubcache/upstream/http_client.hpp>
 
 #include <cstdint>
@@ -48,8 +50,15 @@ using ProbeResult = std::variant<FileMeta, UpstreamAnswer>;
 class HubClient {
  public:
   HubClient(std::shared_ptr<upstream::HttpClient> http, upstream::Url base);
+  HubClient(const HubClient&) = delete;
+  HubClient& operator=(const HubClient&) = delete;
 
   // `authorization` is the caller's header value ("" for anonymous).
+  // Concurrent probes of the same route with the same `authorization` share
+  // one upstream exchange and all get its outcome: when a public repo's
+  // --public-ttl runs out under load, every request in flight for a file
+  // would otherwise ask the Hub at once. Different authorizations never share,
+  // so no caller is answered with another's rights.
   net::awaitable<result<ProbeResult>> probe(const core::FileRoute& route, const std::string& authorization);
 
   // GET of the content at `url` (FileMeta::content_url or a re-resolved
@@ -73,8 +82,13 @@ class HubClient {
   upstream::HttpClient& http() noexcept { return *m_http; }
 
  private:
+  struct SharedProbe;
+  net::awaitable<result<ProbeResult>> probe_upstream(const core::FileRoute& route, const std::string& authorization);
+
   std::shared_ptr<upstream::HttpClient> m_http;
   upstream::Url m_base;  // scheme, host, port; target = path prefix ("" or "/prefix")
+  // Keyed by Authorization + "\n" + the upstream target (a header value has no newline).
+  flight::FlightRegistry<std::string, SharedProbe> m_probes;
 };
 
 }  // namespace hubcache::hub

@@ -703,7 +703,14 @@ function machine() {
   try {
     cpu = /model name\s*:\s*(.*)/.exec(fs.readFileSync("/proc/cpuinfo", "utf8"))[1];
   } catch {}
-  return { nproc: os.cpus().length, cpu, kernel: os.release(), memGiB: Math.round(os.totalmem() / GiB), load: os.loadavg().map((x) => x.toFixed(2)).join(" ") };
+  // The sender's congestion control decides what loopback delivery costs: BBR paces every
+  // connection, and without the fq qdisc the kernel does it with a timer per burst, which about
+  // doubled the proxy's CPU time per delivered byte in item 4 on the machine docs/benchmarks.md ran on.
+  let tcpCc = "?";
+  try {
+    tcpCc = fs.readFileSync("/proc/sys/net/ipv4/tcp_congestion_control", "utf8").trim();
+  } catch {}
+  return { nproc: os.cpus().length, cpu, kernel: os.release(), memGiB: Math.round(os.totalmem() / GiB), tcpCc, load: os.loadavg().map((x) => x.toFixed(2)).join(" ") };
 }
 
 // ----------------------------------------------------------------------------- main
@@ -755,7 +762,7 @@ async function main() {
   const out = [];
   out.push("");
   out.push(`hubcache benchmark — ${meta.date}`);
-  out.push(`machine: ${meta.nproc} × ${meta.cpu}, ${meta.memGiB} GiB, Linux ${meta.kernel}, load average ${m0.load} → ${m1.load}`);
+  out.push(`machine: ${meta.nproc} × ${meta.cpu}, ${meta.memGiB} GiB, Linux ${meta.kernel}, TCP congestion control ${meta.tcpCc}, load average ${m0.load} → ${m1.load}`);
   out.push(`origin: fake Hub + CDN, ${o.size} B file, CDN ${(o.cdnRate / 1e6).toFixed(1)} MB/s per connection, ${o.latencyMs} ms latency per request; ` +
     `${elapsedS.toFixed(0)} s`);
   out.push(`${meta.hubcacheVersion} (${o.hubcache}, built ${binTime}; checkout at ${gitRev}); ${nginxVersion} (slice ${o.slice})`);

@@ -5,11 +5,14 @@
 #   bash tests/bench/run.sh [--size 1GiB] [--cdn-rate 25MB] [--latency-ms 20] [--quick]
 #                           [--slice 8m] [--clients 32] [--duration 4] [--load-reps 7] [--reps 7]
 #                           [--proxies hubcache,nginx-lock,nginx-slice] [--bin PATH] [--json FILE]
-#                           [--keep]
+#                           [--keep] [--tcp-cc NAME]
 #
 # --quick: 64 MiB file, one round of 3 s load runs, 2 repetitions (a smoke run of about a minute).
 # --bin: use this hubcache binary instead of building build/bin/hubcache (Release).
 # --keep: keep the work directory (logs, nginx configs, results.json) instead of deleting it.
+# --tcp-cc: run with net.ipv4.tcp_congestion_control set to NAME (e.g. cubic) for every proxy alike,
+#   and put the machine's setting back at the end (needs root or sudo). Off by default: the machine
+#   is measured as it is configured.
 # Installs what is missing (nginx, wrk, curl, a C compiler; the build dependencies through
 # .ci/install-deps) with apt-get, without starting any system service. Everything runs as the
 # invoking user on 127.0.0.1/127.0.0.2 with free ports, under one mktemp directory, and is torn
@@ -17,7 +20,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
-bin="" keep=0 json="" quick=0
+bin="" keep=0 json="" quick=0 tcp_cc=""
 pass=()
 while (($#)); do
   case "$1" in
@@ -27,12 +30,14 @@ while (($#)); do
     --json) json=$(realpath -m "$2"); shift 2 ;;
     --json=*) json=$(realpath -m "${1#*=}"); shift ;;
     --quick) quick=1; pass+=(--quick); shift ;;
+    --tcp-cc) tcp_cc=${2:-}; shift 2 ;;
+    --tcp-cc=*) tcp_cc=${1#*=}; shift ;;
     --size|--cdn-rate|--latency-ms|--slice|--clients|--duration|--reps|--load-reps|--proxies)
       (($# >= 2)) || { echo "run.sh: $1 needs a value" >&2; exit 2; }
       pass+=("$1" "$2"); shift 2 ;;
     --size=*|--cdn-rate=*|--latency-ms=*|--slice=*|--clients=*|--duration=*|--reps=*|--load-reps=*|--proxies=*)
       pass+=("$1"); shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -80,10 +85,11 @@ bin=$(realpath "$bin")
 
 # ---------------------------------------------------------------------------- run
 work=$(mktemp -d "${TMPDIR:-/tmp}/hubcache-bench.XXXXXX")
-driver=""
+driver="" saved_cc=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  [[ -n $saved_cc ]] && $sudo sysctl -qw "net.ipv4.tcp_congestion_control=$saved_cc"
   if [[ -n $driver ]] && kill -0 "$driver" 2>/dev/null; then
     kill -TERM "$driver" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$driver" 2>/dev/null || break; sleep 0.1; done
@@ -106,6 +112,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [[ -n $tcp_cc ]]; then
+  saved_cc=$(sysctl -n net.ipv4.tcp_congestion_control)
+  $sudo sysctl -qw "net.ipv4.tcp_congestion_control=$tcp_cc" || { saved_cc=""; log "cannot set tcp_congestion_control=$tcp_cc"; exit 1; }
+  log "tcp_congestion_control: $saved_cc -> $tcp_cc until the end of the run"
+fi
 
 cc -O2 -pthread -o "$work/hload" tests/bench/hload.c
 cc -O2 -pthread -o "$work/fetchn" tests/bench/fetchn.c -lcrypto

@@ -654,6 +654,60 @@ test("repeated cached metadata and file requests cost zero hub requests and answ
     zeroHub(d, "cache hits");
   }));
 
+// ---------------------------------------------------------------------------------------------- 14
+test("concurrent requests for one file share one Hub check per credential, and each gets its own answer", { skip, timeout: 30000 }, () =>
+  withOwnHc("shared-checks", ["--public-ttl", "1s"], async (url) => {
+    // Once --public-ttl runs out, every request in flight for a public file
+    // must ask the Hub again; under load that was one HEAD per request.
+    const G = "acme/gated-model";
+    const gated = fake.repos[G];
+    const files = ["config.json", "model.safetensors"];
+    const at = (repo, p) => `/${repo.id}/resolve/${repo.mainCommit}/${p}`;
+    const bearer = (token) => (token ? { headers: { Authorization: `Bearer ${token}` } } : {});
+    for (const p of files) {
+      assert.equal((await http1(url, "GET", at(tiny, p))).status, 200, `fill ${p}`);
+      assert.equal((await http1(url, "GET", at(gated, p), bearer("hf_granted"))).status, 200, `fill gated ${p}`);
+    }
+    await sleep(1300); // > --public-ttl 1s
+    // Each Hub answer takes 400 ms, so every request below arrives while the
+    // first check for its file is still in flight.
+    fake.scenario({ hubDelayMs: 400 });
+    try {
+      const plan = [];
+      for (const p of files) {
+        for (let i = 0; i < 8; i++) {
+          plan.push({ repo: tiny, p, method: i % 2 ? "HEAD" : "GET", token: null });
+          plan.push({ repo: gated, p, method: "GET", token: i % 2 ? "hf_granted" : null });
+        }
+      }
+      const d = await upstreamDuring(fake, () =>
+        Promise.all(plan.map((q) => http1(url, q.method, at(q.repo, q.p), bearer(q.token)))));
+      plan.forEach((q, i) => {
+        const r = d.value[i];
+        const what = `${q.method} ${q.repo.id}/${q.p} as ${q.token ?? "anonymous"}`;
+        if (q.repo === gated && !q.token) {
+          assert.equal(r.status, 401, `${what}: ${desc(r)}`);
+          assert.equal(r.headers["x-error-code"], "GatedRepo", what);
+          assert.notEqual(r.sha256, gated.files[q.p].sha256, `${what}: got the file`);
+        } else {
+          assert.equal(r.status, 200, `${what}: ${desc(r)}`);
+          if (q.method === "GET") assert.equal(r.sha256, q.repo.files[q.p].sha256, what);
+        }
+      });
+      for (const p of files) {
+        for (const [repo, token] of [[tiny, null], [gated, null], [gated, "hf_granted"]]) {
+          const checks = d.hub.filter((e) => e.path === at(repo, p) && e.token === token);
+          const n = plan.filter((q) => q.repo === repo && q.p === p && q.token === token).length;
+          assert.equal(checks.length, 1, `${repo.id}/${p} as ${token ?? "anonymous"}: one Hub check for ${n} concurrent ` +
+            `requests, got ${logLines(checks)}`);
+        }
+      }
+      assert.equal(d.hub.length, 6, `no other Hub request: ${logLines(d.hub)}`);
+    } finally {
+      fake.scenario({ hubDelayMs: 0 });
+    }
+  }));
+
 // ---------------------------------------------------------------------------------------------- last
 test("every hubcache process: no crash, SIGTERM -> exit 0 within 5 s, no sanitizer report", { skip, timeout: 30000 }, async () => {
   const problems = await fleet.shutdownAndCheck(5000);

@@ -1,0 +1,134 @@
+// HubClient::probe against a scripted Hub: concurrent probes of one file with
+// one Authorization share an upstream exchange; other credentials never do.
+#include "hub/hub_client.hpp"
+
+#include "../upstream/test_server.hpp"
+#include "test_support.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hubcache::hub {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string k_commit(40, 'c');
+const std::string k_blob(40, 'b');
+
+// A git file's HEAD answer; anonymous callers are refused, as for a gated repo.
+std::string head_answer(const test::http::request<test::http::string_body>& req) {
+  if (req[test::http::field::authorization].empty()) {
+    return "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nX-Error-Code: GatedRepo\r\n\r\n";
+  }
+  return "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nETag: \"" + k_blob + "\"\r\nX-Repo-Commit: " + k_commit + "\r\n\r\n";
+}
+
+core::FileRoute route_of(std::string path) {
+  core::FileRoute r;
+  r.repo = "acme/gated";
+  r.revision = k_commit;
+  r.path = std::move(path);
+  return r;
+}
+
+class HubClientProbeTest : public ::testing::Test {
+ protected:
+  // Answers after `m_delay`, so that probes started together overlap.
+  HubClientProbeTest()
+      : m_server([this](const test::http::request<test::http::string_body>& req) {
+          std::this_thread::sleep_for(m_delay.load());
+          if (m_stall_next.exchange(false)) return test::Reply{"", false, true};
+          return test::Reply{head_answer(req)};
+        }) {}
+
+  // Starts a probe on `ioc`; its outcome lands in the returned slot.
+  std::shared_ptr<std::optional<result<ProbeResult>>> start(net::io_context& ioc, core::FileRoute route,
+                                                            std::string auth) {
+    auto out = std::make_shared<std::optional<result<ProbeResult>>>();
+    net::co_spawn(
+        ioc,
+        [](HubClient& hub, core::FileRoute r, std::string a) -> net::awaitable<result<ProbeResult>> {
+          co_return co_await hub.probe(r, a);
+        }(m_hub, std::move(route), std::move(auth)),
+        [out](std::exception_ptr e, result<ProbeResult> value) {
+          if (!e) out->emplace(std::move(value));
+        });
+    return out;
+  }
+
+  std::atomic<std::chrono::milliseconds> m_delay{200ms};
+  std::atomic<bool> m_stall_next{false};
+  test::TestServer m_server;
+  net::io_context m_ioc;
+  HubClient m_hub{upstream::make_http_client({}), *upstream::Url::parse(m_server.url("/"))};
+};
+
+bool is_meta(const std::optional<result<ProbeResult>>& r) {
+  return r && r->has_value() && std::holds_alternative<FileMeta>(**r) && std::get<FileMeta>(**r).etag == k_blob;
+}
+bool is_refusal(const std::optional<result<ProbeResult>>& r) {
+  return r && r->has_value() && std::holds_alternative<UpstreamAnswer>(**r) &&
+         std::get<UpstreamAnswer>(**r).status == 401;
+}
+
+TEST_F(HubClientProbeTest, ConcurrentProbesShareOneExchangePerAuthorization) {
+  std::vector<std::shared_ptr<std::optional<result<ProbeResult>>>> anonymous, granted, other_file;
+  for (int i = 0; i < 4; ++i) {
+    anonymous.push_back(start(m_ioc, route_of("config.json"), ""));
+    granted.push_back(start(m_ioc, route_of("config.json"), "Bearer hf_granted"));
+    other_file.push_back(start(m_ioc, route_of("tokenizer.json"), "Bearer hf_granted"));
+  }
+  m_ioc.run_for(10s);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(is_refusal(*anonymous[i])) << "anonymous probe " << i << " gets the Hub's refusal";
+    EXPECT_TRUE(is_meta(*granted[i])) << "authorized probe " << i << " gets the file";
+    EXPECT_TRUE(is_meta(*other_file[i])) << "authorized probe " << i << " of another file";
+  }
+  EXPECT_EQ(m_server.requests(), 3) << "one exchange per (file, Authorization), not one per probe";
+}
+
+TEST_F(HubClientProbeTest, AProbeAfterTheSharedOneEndedAsksAgain) {
+  m_delay = 0ms;
+  auto first = start(m_ioc, route_of("config.json"), "Bearer hf_granted");
+  m_ioc.run_for(5s);
+  m_ioc.restart();
+  auto second = start(m_ioc, route_of("config.json"), "Bearer hf_granted");
+  m_ioc.run_for(5s);
+  EXPECT_TRUE(is_meta(*first));
+  EXPECT_TRUE(is_meta(*second));
+  EXPECT_EQ(m_server.requests(), 2) << "answers are shared while in flight, never kept";
+}
+
+// A leader whose coroutine is destroyed (its event loop shut down) releases
+// its followers, which then ask upstream themselves.
+TEST_F(HubClientProbeTest, FollowersOfALeaderThatStopsAskThemselves) {
+  m_delay = 0ms;
+  m_stall_next = true;  // the leader's request is never answered
+  auto leader_ioc = std::make_unique<net::io_context>();
+  auto led = start(*leader_ioc, route_of("config.json"), "Bearer hf_granted");
+  leader_ioc->run_for(300ms);  // the leader's request is out; its answer never comes
+  ASSERT_EQ(m_server.requests(), 1);
+  auto follower = start(m_ioc, route_of("config.json"), "Bearer hf_granted");
+  m_ioc.run_for(200ms);
+  EXPECT_FALSE(follower->has_value()) << "the follower waits for the leader";
+  EXPECT_EQ(m_server.requests(), 1);
+
+  leader_ioc.reset();  // destroys the leader's coroutine mid-probe
+  m_ioc.restart();
+  m_ioc.run_for(5s);
+  EXPECT_FALSE(led->has_value());
+  EXPECT_TRUE(is_meta(*follower)) << "the follower asked upstream itself";
+  EXPECT_EQ(m_server.requests(), 2);
+}
+
+}  // namespace
+}  // namespace hubcache::hub
