@@ -16,9 +16,10 @@ namespace bhttp = boost::beast::http;
 constexpr int k_max_redirects = 5;
 // Error bodies from the Hub are short JSON or text; anything bigger is cut.
 constexpr std::size_t k_max_error_body = 64 * 1024;
-// The leader's probe is bounded by the upstream timeouts, and a leader that
-// stops early wakes its followers; this only bounds a follower should both fail.
-constexpr auto k_shared_probe_wait = std::chrono::minutes(5);
+// A leader always ends (its exchange is bounded by the upstream timeouts, and
+// a leader destroyed early releases its followers), so this bound only
+// matters should both fail; a follower then asks again itself.
+constexpr auto k_shared_probe_wait = std::chrono::hours(1);
 
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
   std::uint64_t v = 0;
@@ -50,7 +51,11 @@ net::awaitable<UpstreamAnswer> capture_answer(upstream::Response& resp) {
   for (const auto& f : resp.headers()) {
     const auto name = std::string_view(f.name_string());
     if (is_hop_by_hop(name) || is_xet_header(name)) continue;
-    if (f.name() == bhttp::field::content_length || f.name() == bhttp::field::link) continue;
+    // A relayed answer may be shared (see probe()): never with a cookie.
+    if (f.name() == bhttp::field::content_length || f.name() == bhttp::field::link ||
+        f.name() == bhttp::field::set_cookie) {
+      continue;
+    }
     a.headers.insert(f.name_string(), f.value());
   }
   auto body = co_await resp.read_all(k_max_error_body);
@@ -83,9 +88,12 @@ net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& rout
   auto [shared, leader] = m_probes.join(key, [] { return new SharedProbe; });
   if (!leader) {
     auto waited = co_await shared->done.wait_beyond(0, k_shared_probe_wait);
+    // Read only after finish({}) was seen: the Watermark's mutex orders it
+    // after the leader's write.
     if (waited && shared->outcome) co_return *shared->outcome;
-    // The leader stopped without an answer (its coroutine was destroyed).
-    co_return co_await probe_upstream(route, authorization);
+    // The leader stopped without an answer (its coroutine was destroyed):
+    // ask again, through a new shared probe so the followers stay one.
+    co_return co_await probe(route, authorization);
   }
   // Whatever way the leader leaves, its followers are released and the next
   // caller starts a fresh probe; finish() after a finish is ignored.
@@ -98,11 +106,10 @@ net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& rout
       shared->done.finish(make_error_code(std::errc::operation_canceled));
     }
   } release{*this, key, shared};
-  auto outcome = co_await probe_upstream(route, authorization);
-  shared->outcome = outcome;
+  shared->outcome = co_await probe_upstream(route, authorization);  // before finish({}): see above
   m_probes.remove(key, shared);
   shared->done.finish({});
-  co_return outcome;
+  co_return *shared->outcome;
 }
 
 net::awaitable<result<ProbeResult>> HubClient::probe_upstream(const core::FileRoute& route,

@@ -58,7 +58,10 @@ class HubClient {
   // one upstream exchange and all get its outcome: when a public repo's
   // --public-ttl runs out under load, every request in flight for a file
   // would otherwise ask the Hub at once. Different authorizations never share,
-  // so no caller is answered with another's rights.
+  // so no caller is answered with another's rights. A caller that joins a
+  // probe in flight gets an answer (or error) from up to one round trip
+  // before its own request; nothing is kept once the probe ends. Relayed
+  // answers never carry Set-Cookie.
   net::awaitable<result<ProbeResult>> probe(const core::FileRoute& route, const std::string& authorization);
 
   // GET of the content at `url` (FileMeta::content_url or a re-resolved

@@ -669,9 +669,9 @@ test("concurrent requests for one file share one Hub check per credential, and e
       assert.equal((await http1(url, "GET", at(gated, p), bearer("hf_granted"))).status, 200, `fill gated ${p}`);
     }
     await sleep(1300); // > --public-ttl 1s
-    // Each Hub answer takes 400 ms, so every request below arrives while the
-    // first check for its file is still in flight.
-    fake.scenario({ hubDelayMs: 400 });
+    // Each Hub answer takes 2 s, so every request below arrives while the
+    // first check for its file is still in flight (even on a slow, busy machine).
+    fake.scenario({ hubDelayMs: 2000 });
     try {
       const plan = [];
       for (const p of files) {

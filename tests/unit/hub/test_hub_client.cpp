@@ -27,7 +27,7 @@ const std::string k_blob(40, 'b');
 // A git file's HEAD answer; anonymous callers are refused, as for a gated repo.
 std::string head_answer(const test::http::request<test::http::string_body>& req) {
   if (req[test::http::field::authorization].empty()) {
-    return "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nX-Error-Code: GatedRepo\r\n\r\n";
+    return "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nX-Error-Code: GatedRepo\r\nSet-Cookie: s=1\r\n\r\n";
   }
   return "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nETag: \"" + k_blob + "\"\r\nX-Repo-Commit: " + k_commit + "\r\n\r\n";
 }
@@ -65,10 +65,27 @@ class HubClientProbeTest : public ::testing::Test {
     return out;
   }
 
+  // Runs `ioc` in slices until `done()` or 10 s have passed.
+  template <class Pred>
+  static void run_until(net::io_context& ioc, Pred done) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      ioc.run_for(10ms);
+      ioc.restart();
+    }
+  }
+
+  // An io_context whose pending coroutines can be destroyed while the
+  // HubClient they use still exists (as the application does at shutdown).
+  struct Loop : net::io_context {
+    using net::io_context::shutdown;
+  };
+  ~HubClientProbeTest() override { m_ioc.shutdown(); }
+
   std::atomic<std::chrono::milliseconds> m_delay{200ms};
   std::atomic<bool> m_stall_next{false};
   test::TestServer m_server;
-  net::io_context m_ioc;
+  Loop m_ioc;
   HubClient m_hub{upstream::make_http_client({}), *upstream::Url::parse(m_server.url("/"))};
 };
 
@@ -94,6 +111,10 @@ TEST_F(HubClientProbeTest, ConcurrentProbesShareOneExchangePerAuthorization) {
     EXPECT_TRUE(is_meta(*other_file[i])) << "authorized probe " << i << " of another file";
   }
   EXPECT_EQ(m_server.requests(), 3) << "one exchange per (file, Authorization), not one per probe";
+  ASSERT_TRUE(is_refusal(*anonymous[0]));
+  const auto& refusal = std::get<UpstreamAnswer>(***anonymous[0]);
+  EXPECT_EQ(refusal.headers["X-Error-Code"], "GatedRepo");
+  EXPECT_EQ(refusal.headers.count(test::http::field::set_cookie), 0u) << "a shared answer carries no cookie";
 }
 
 TEST_F(HubClientProbeTest, AProbeAfterTheSharedOneEndedAsksAgain) {
@@ -108,6 +129,29 @@ TEST_F(HubClientProbeTest, AProbeAfterTheSharedOneEndedAsksAgain) {
   EXPECT_EQ(m_server.requests(), 2) << "answers are shared while in flight, never kept";
 }
 
+// As in the server: the leader on one I/O thread, followers on another.
+TEST_F(HubClientProbeTest, FollowersOnAnotherThreadGetTheLeadersAnswer) {
+  Loop other;
+  auto led = start(m_ioc, route_of("config.json"), "Bearer hf_granted");
+  std::thread leader_thread([&] { run_until(m_ioc, [&] { return led->has_value(); }); });
+  // Join once the leader's request is out, so it is the leader.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (m_server.requests() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  std::vector<std::shared_ptr<std::optional<result<ProbeResult>>>> followers;
+  for (int i = 0; i < 4; ++i) followers.push_back(start(other, route_of("config.json"), "Bearer hf_granted"));
+  run_until(other, [&] {
+    for (const auto& f : followers) {
+      if (!f->has_value()) return false;
+    }
+    return true;
+  });
+  leader_thread.join();
+  EXPECT_TRUE(is_meta(*led));
+  for (const auto& f : followers) EXPECT_TRUE(is_meta(*f));
+  EXPECT_EQ(m_server.requests(), 1) << "the followers joined the leader's exchange";
+  other.shutdown();
+}
+
 // A leader whose coroutine is destroyed (its event loop shut down) releases
 // its followers, which then ask upstream themselves.
 TEST_F(HubClientProbeTest, FollowersOfALeaderThatStopsAskThemselves) {
@@ -115,7 +159,7 @@ TEST_F(HubClientProbeTest, FollowersOfALeaderThatStopsAskThemselves) {
   m_stall_next = true;  // the leader's request is never answered
   auto leader_ioc = std::make_unique<net::io_context>();
   auto led = start(*leader_ioc, route_of("config.json"), "Bearer hf_granted");
-  leader_ioc->run_for(300ms);  // the leader's request is out; its answer never comes
+  run_until(*leader_ioc, [&] { return m_server.requests() == 1; });  // its answer never comes
   ASSERT_EQ(m_server.requests(), 1);
   auto follower = start(m_ioc, route_of("config.json"), "Bearer hf_granted");
   m_ioc.run_for(200ms);
@@ -124,7 +168,7 @@ TEST_F(HubClientProbeTest, FollowersOfALeaderThatStopsAskThemselves) {
 
   leader_ioc.reset();  // destroys the leader's coroutine mid-probe
   m_ioc.restart();
-  m_ioc.run_for(5s);
+  run_until(m_ioc, [&] { return follower->has_value(); });
   EXPECT_FALSE(led->has_value());
   EXPECT_TRUE(is_meta(*follower)) << "the follower asked upstream itself";
   EXPECT_EQ(m_server.requests(), 2);
