@@ -126,10 +126,11 @@ std::chrono::milliseconds ApiHandler::ttl_for(const ApiRoute& route, const Cache
       if (at_commit) return route.expand ? p.metadata_ttl : std::chrono::milliseconds::max();
       return p.revision_ttl;
     case ApiKind::info_at_revision:
-      return at_commit ? p.metadata_ttl : p.revision_ttl;
-    case ApiKind::info:
-    case ApiKind::refs:
     case ApiKind::commits:
+      return at_commit ? p.metadata_ttl : p.revision_ttl;
+    case ApiKind::refs:
+      return p.revision_ttl;  // where the branches point now: as mutable as a branch
+    case ApiKind::info:
       return p.metadata_ttl;
   }
   return p.metadata_ttl;
@@ -245,7 +246,11 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   // else only the caller whose token fetched it.
   const bool usable = stored && (stored->cred.empty() || stored->cred == cred);
   const bool shared_now = stored && stored->cred.empty() && m_state.public_now(route.type, route.repo, Access::metadata);
-  const bool own = stored && !cred.empty() && stored->cred == cred;
+  // A token's own answer is reused without asking upstream for public_ttl at
+  // most, whatever its freshness: the token may have been revoked, or its user
+  // removed from the repo's org or from a gated repo's list, since.
+  const bool own = stored && !cred.empty() && stored->cred == cred &&
+                   age_ms(*stored) < std::chrono::duration_cast<std::chrono::milliseconds>(policy.public_ttl).count();
   const auto ttl = stored ? ttl_for(route, *stored) : std::chrono::milliseconds(0);
   const bool fresh = stored && (ttl == std::chrono::milliseconds::max() || age_ms(*stored) < ttl.count());
   // For serving without upstream: anonymous answers only for repos that were

@@ -147,10 +147,19 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
 
     auto created = co_await m_engine.m_store.create(expected);
     if (!created && created.error() == errc::blob_available && expected.sha256) {
-      // Another replica stored it while we waited for its lease.
-      if (m_source.verified) co_await m_source.verified(*expected.sha256);
-      finish_committed(*expected.sha256);
-      co_return;
+      // Another replica stored it while we waited for its lease. If it cannot
+      // be read from here after all (GCS failed meanwhile), fill it from
+      // upstream: the store then has no lease to wait for.
+      auto stored = co_await m_engine.m_store.open(*expected.sha256);
+      if (stored && *stored) {
+        stored->reset();  // only looked: each client opens its own reader
+        if (m_source.verified) co_await m_source.verified(*expected.sha256);
+        finish_committed(*expected.sha256);
+        co_return;
+      }
+      spdlog::warn("fill {}: stored by another replica but not readable here; filling it from upstream",
+                   expected.sha256->hex());
+      created = co_await m_engine.m_store.create(expected);
     }
     if (!created) co_return fail(created.error(), "reserve");
     m_writer = std::move(*created);

@@ -5,6 +5,8 @@
 #include <hubcache/core/digest.hpp>
 #include <hubcache/flight/watermark.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <charconv>
 
 namespace hubcache::hub {
@@ -14,12 +16,13 @@ namespace bhttp = boost::beast::http;
 
 // Renames chain at most once or twice in practice; five bounds a loop.
 constexpr int k_max_redirects = 5;
-// Error bodies from the Hub are short JSON or text; anything bigger is cut.
+// Error bodies from the Hub are short JSON or text, as is a repo info of two
+// fields; anything bigger is cut.
 constexpr std::size_t k_max_error_body = 64 * 1024;
 // A leader always ends (its exchange is bounded by the upstream timeouts, and
 // a leader destroyed early releases its followers), so this bound only
 // matters should both fail; a follower then asks again itself.
-constexpr auto k_shared_probe_wait = std::chrono::hours(1);
+constexpr auto k_shared_wait = std::chrono::hours(1);
 
 std::optional<std::uint64_t> parse_u64(std::string_view s) {
   std::uint64_t v = 0;
@@ -76,40 +79,86 @@ upstream::Url HubClient::url_for(std::string_view target) const {
   return u;
 }
 
-// One upstream probe and the callers waiting for it. A Watermark to which no
-// byte is ever added is a one-shot event that wakes waiters on any thread.
-struct HubClient::SharedProbe {
+// A Watermark to which no byte is ever added is a one-shot event that wakes
+// waiters on any thread.
+template <class T>
+struct HubClient::Shared {
   flight::Watermark done;
-  std::optional<result<ProbeResult>> outcome;  // written once, before done.finish({})
+  std::optional<result<T>> outcome;  // written once, before done.finish({})
 };
 
-net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& route, const std::string& authorization) {
-  const std::string key = authorization + '\n' + route.upstream_target();
-  auto [shared, leader] = m_probes.join(key, [] { return new SharedProbe; });
+template <class T, class Ask>
+net::awaitable<result<T>> HubClient::shared(Flights<T>& flights, std::string key, Ask ask) {
+  auto [flight, leader] = flights.join(key, [] { return new Shared<T>; });
   if (!leader) {
-    auto waited = co_await shared->done.wait_beyond(0, k_shared_probe_wait);
+    auto waited = co_await flight->done.wait_beyond(0, k_shared_wait);
     // Read only after finish({}) was seen: the Watermark's mutex orders it
     // after the leader's write.
-    if (waited && shared->outcome) co_return *shared->outcome;
+    if (waited && flight->outcome) co_return *flight->outcome;
     // The leader stopped without an answer (its coroutine was destroyed):
-    // ask again, through a new shared probe so the followers stay one.
-    co_return co_await probe(route, authorization);
+    // ask again, through a new shared exchange so the followers stay one.
+    co_return co_await shared(flights, std::move(key), std::move(ask));
   }
   // Whatever way the leader leaves, its followers are released and the next
-  // caller starts a fresh probe; finish() after a finish is ignored.
+  // caller starts afresh; finish() after a finish is ignored.
   struct Release {
-    HubClient& self;
+    Flights<T>& flights;
     const std::string& key;
-    const std::shared_ptr<SharedProbe>& shared;
+    const std::shared_ptr<Shared<T>>& flight;
     ~Release() {
-      self.m_probes.remove(key, shared);
-      shared->done.finish(make_error_code(std::errc::operation_canceled));
+      flights.remove(key, flight);
+      flight->done.finish(make_error_code(std::errc::operation_canceled));
     }
-  } release{*this, key, shared};
-  shared->outcome = co_await probe_upstream(route, authorization);  // before finish({}): see above
-  m_probes.remove(key, shared);
-  shared->done.finish({});
-  co_return *shared->outcome;
+  } release{flights, key, flight};
+  flight->outcome = co_await ask();  // before finish({}): see above
+  flights.remove(key, flight);
+  flight->done.finish({});
+  co_return *flight->outcome;
+}
+
+net::awaitable<result<ProbeResult>> HubClient::probe(const core::FileRoute& route, const std::string& authorization) {
+  auto ask = [this, &route, &authorization] { return probe_upstream(route, authorization); };
+  std::string key = authorization + '\n' + route.upstream_target();
+  co_return co_await shared(m_probes, std::move(key), std::move(ask));
+}
+
+net::awaitable<result<RepoAccess>> HubClient::access_of(core::RepoType type, const std::string& repo,
+                                                        const std::string& commit) {
+  auto ask = [this, type, &repo, &commit] { return ask_access(type, repo, commit); };
+  std::string key = std::string(core::api_plural(type)) + '/' + repo + '@' + commit;
+  co_return co_await shared(m_access, std::move(key), std::move(ask));
+}
+
+net::awaitable<result<RepoAccess>> HubClient::ask_access(core::RepoType type, const std::string& repo,
+                                                         const std::string& commit) {
+  // Only the two fields, so a repo of many files costs a small answer.
+  upstream::Url url = url_for("/api/" + std::string(core::api_plural(type)) + "/" + repo + "/revision/" + commit +
+                              "?expand=private&expand=gated");
+  for (int hop = 0; hop <= k_max_redirects; ++hop) {
+    auto sent = co_await m_http->send(make_request(bhttp::verb::get, url, ""));
+    if (!sent) co_return sent.error();
+    auto& resp = **sent;
+    const unsigned status = resp.status();
+    const auto location = std::string_view(resp.headers()[bhttp::field::location]);
+    if (is_redirect(status) && !location.empty()) {  // a renamed repo
+      auto next = url.resolve(location);
+      if (!next || (!is_relative(location) && !next->same_origin(m_base))) co_return errc::upstream_protocol;
+      url = std::move(*next);
+      continue;
+    }
+    if (status >= 500 || status == 429) co_return errc::upstream_unavailable;
+    if (status != 200) co_return RepoAccess::restricted;
+    auto body = co_await resp.read_all(k_max_error_body);
+    if (!body) co_return body.error();
+    const auto info = nlohmann::json::parse(*body, nullptr, false);
+    if (!info.is_object()) co_return RepoAccess::restricted;
+    const auto is_false = [&info](const char* field) {
+      auto it = info.find(field);
+      return it != info.end() && it->is_boolean() && !it->get<bool>();
+    };
+    co_return is_false("private") && is_false("gated") ? RepoAccess::open : RepoAccess::restricted;
+  }
+  co_return errc::upstream_protocol;
 }
 
 net::awaitable<result<ProbeResult>> HubClient::probe_upstream(const core::FileRoute& route,

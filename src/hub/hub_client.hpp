@@ -47,6 +47,9 @@ struct UpstreamAnswer {
 
 using ProbeResult = std::variant<FileMeta, UpstreamAnswer>;
 
+// Whether anonymous callers may read every file of a repo.
+enum class RepoAccess { open, restricted };
+
 class HubClient {
  public:
   HubClient(std::shared_ptr<upstream::HttpClient> http, upstream::Url base);
@@ -63,6 +66,16 @@ class HubClient {
   // before its own request; nothing is kept once the probe ends. Relayed
   // answers never carry Set-Cookie.
   net::awaitable<result<ProbeResult>> probe(const core::FileRoute& route, const std::string& authorization);
+
+  // open when the repo's info, asked without credentials, says it is neither
+  // private nor gated. A file answering an anonymous request does not show
+  // that: the Hub gives a gated repo's README to anyone, so that the card can
+  // be read before access is asked for. restricted for a refusal, or an answer
+  // without both fields as booleans; an error when upstream could not be asked
+  // (5xx and 429 included). Concurrent calls for the same repo and commit
+  // share one exchange, as probes do.
+  net::awaitable<result<RepoAccess>> access_of(core::RepoType type, const std::string& repo,
+                                                 const std::string& commit);
 
   // GET of the content at `url` (FileMeta::content_url or a re-resolved
   // one), the bytes [first, last] of it when `range` is set. Relative
@@ -85,13 +98,23 @@ class HubClient {
   upstream::HttpClient& http() noexcept { return *m_http; }
 
  private:
-  struct SharedProbe;
+  // One upstream exchange and the callers waiting for its outcome.
+  template <class T>
+  struct Shared;
+  template <class T>
+  using Flights = flight::FlightRegistry<std::string, Shared<T>>;
+  // Runs `ask()` once for all concurrent callers with the same `key`.
+  template <class T, class Ask>
+  net::awaitable<result<T>> shared(Flights<T>& flights, std::string key, Ask ask);
+
   net::awaitable<result<ProbeResult>> probe_upstream(const core::FileRoute& route, const std::string& authorization);
+  net::awaitable<result<RepoAccess>> ask_access(core::RepoType type, const std::string& repo, const std::string& commit);
 
   std::shared_ptr<upstream::HttpClient> m_http;
   upstream::Url m_base;  // scheme, host, port; target = path prefix ("" or "/prefix")
   // Keyed by Authorization + "\n" + the upstream target (a header value has no newline).
-  flight::FlightRegistry<std::string, SharedProbe> m_probes;
+  Flights<ProbeResult> m_probes;
+  Flights<RepoAccess> m_access;  // keyed by the upstream target of the repo info
 };
 
 }  // namespace hubcache::hub

@@ -143,6 +143,22 @@ class Service final : public HubService {
     co_await handle_file_upstream(ex, route);
   }
 
+  // An anonymous request for a file of `commit` succeeded upstream: are all
+  // the repo's files open to anyone? That one file does not tell (a gated
+  // repo's README answers anyone), so the Hub's repo info decides, once per
+  // public_ttl: only that answer starts or renews the files' public status.
+  net::awaitable<bool> files_open(core::RepoType type, const std::string& repo, const std::string& commit) {
+    if (m_state.public_now(type, repo, Access::files)) co_return true;
+    auto access = co_await m_hub.access_of(type, repo, commit);
+    if (!access) {
+      spdlog::info("could not ask upstream whether {} is public: {}", repo_key(type, repo), access.error().message());
+      co_return false;
+    }
+    if (*access != RepoAccess::open) co_return false;
+    co_await m_state.saw_public(type, repo, Access::files);
+    co_return true;
+  }
+
   // The rest of handle_file: everything that may ask upstream. A separate
   // coroutine so the hit path above runs in a small frame (a coroutine's
   // frame holds every local of its body; this one's are many).
@@ -195,8 +211,7 @@ class Service final : public HubService {
       co_return;
     }
     const auto& meta = std::get<FileMeta>(*probed);
-    if (auth.empty()) {
-      co_await m_state.saw_public(route.type, route.repo, Access::files);
+    if (auth.empty() && co_await files_open(route.type, route.repo, meta.commit)) {
       co_await m_state.saw_public_commit(route.type, route.repo, meta.commit);
     }
     if (!core::is_commit_id(route.revision)) {
@@ -236,7 +251,7 @@ class Service final : public HubService {
       co_return;
     }
 
-    const auto decision = core::decide_range(req[bhttp::field::range], meta.size);
+    const auto decision = core::decide_range(range_of(req, meta), meta.size);
     if (decision.outcome == core::RangeOutcome::unsatisfiable) {
       co_await respond_416(ex, route, meta);
       co_return;
@@ -390,7 +405,20 @@ class Service final : public HubService {
     res.set(bhttp::field::content_type, meta.content_type);
     res.set(bhttp::field::content_disposition, content_disposition(route.path));
     res.set(bhttp::field::vary, "Origin, Accept");
+    // As the Hub answers: a repo's HTML or SVG opened from hubcache's origin
+    // runs no script and loads nothing.
+    res.set("Content-Security-Policy", "default-src 'none'; sandbox");
     add_cors_headers(res.base());
+  }
+
+  // The Range to honour: none when an If-Range names another version of the
+  // file (RFC 9110 13.1.5: the whole file is the answer then). Only the strong
+  // ETag matches; a date cannot, as no Last-Modified is sent.
+  static std::string_view range_of(const http::Request& req, const FileMeta& meta) {
+    const auto if_range = req[bhttp::field::if_range];
+    const bool same = if_range.empty() || (if_range.size() == meta.etag.size() + 2 && if_range.front() == '"' &&
+                                           if_range.back() == '"' && if_range.substr(1, meta.etag.size()) == meta.etag);
+    return same ? std::string_view(req[bhttp::field::range]) : std::string_view{};
   }
 
   // The head of a 200/206 answer of `d` into `res`; returns the byte span to send.
@@ -434,7 +462,7 @@ class Service final : public HubService {
   net::awaitable<void> serve_blob(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
                                   storage::BlobReaderPtr reader, std::string_view warning = {}) {
     const auto& req = ex.request();
-    const auto decision = core::decide_range(req[bhttp::field::range], meta.size);
+    const auto decision = core::decide_range(range_of(req, meta), meta.size);
     if (decision.outcome == core::RangeOutcome::unsatisfiable) {
       co_await respond_416(ex, route, meta);
       co_return;

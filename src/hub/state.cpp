@@ -43,8 +43,14 @@ std::string access_key(core::RepoType type, const std::string& repo, Access acce
   return repo_key(type, repo) + (access == Access::files ? "#files" : "#metadata");
 }
 
+// "open": files markers written before the repo info decided them could be
+// left by a gated repo's README, so they are not read any more.
 std::string marker_key(core::RepoType type, const std::string& repo, Access access) {
-  return public_key(type, repo) + (access == Access::files ? "files" : "metadata");
+  return public_key(type, repo) + (access == Access::files ? "files-open" : "metadata");
+}
+
+std::string commit_key(core::RepoType type, const std::string& repo, const std::string& commit) {
+  return public_key(type, repo) + "open-commit:" + commit;
 }
 
 }  // namespace
@@ -75,7 +81,7 @@ net::awaitable<void> HubState::saw_refusal(core::RepoType type, const std::strin
 
 net::awaitable<void> HubState::saw_public_commit(core::RepoType type, const std::string& repo,
                                                  const std::string& commit) {
-  const auto key = public_key(type, repo) + "commit:" + commit;
+  const auto key = commit_key(type, repo, commit);
   {
     std::lock_guard lock(m_mutex);
     // Only spares repeated writes; forgetting is harmless.
@@ -87,7 +93,7 @@ net::awaitable<void> HubState::saw_public_commit(core::RepoType type, const std:
 
 net::awaitable<bool> HubState::commit_was_public(core::RepoType type, const std::string& repo,
                                                  const std::string& commit) {
-  std::string key = public_key(type, repo) + "commit:" + commit;
+  std::string key = commit_key(type, repo, commit);
   co_return (co_await get_document(std::move(key))).has_value();
 }
 

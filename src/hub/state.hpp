@@ -38,16 +38,19 @@ class HubState {
   const CachePolicy& policy() const noexcept { return m_policy; }
   PublicRepos& public_repos() noexcept { return m_public; }
 
-  // An anonymous request of that kind succeeded upstream: the repo is public
-  // for it now. Recorded in memory (for public_ttl) and, once per process,
-  // durably (for serving while upstream cannot be asked).
+  // The repo is public for that kind of request now: an anonymous API request
+  // succeeded (metadata), or the repo info said neither private nor gated
+  // (files; an anonymous file answer alone does not show it). Recorded in
+  // memory (for public_ttl) and, once per process, durably (for serving while
+  // upstream cannot be asked).
   net::awaitable<void> saw_public(core::RepoType type, const std::string& repo, Access access);
   // A refusal to an anonymous caller: not public for that any more (a refused
   // metadata request also ends the files' public status).
   net::awaitable<void> saw_refusal(core::RepoType type, const std::string& repo, Access access);
   // Public now (memory), or public when last seen (durable marker).
   bool public_now(core::RepoType type, const std::string& repo, Access access) const;
-  // Files of this commit answered an anonymous request (durable). Serving
+  // Files of this commit answered an anonymous request while the repo's files
+  // were public (durable). Serving
   // while upstream cannot be asked needs this too, so a repo gated later
   // never has files filled by token holders served to anonymous callers.
   net::awaitable<void> saw_public_commit(core::RepoType type, const std::string& repo, const std::string& commit);

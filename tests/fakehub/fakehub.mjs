@@ -490,7 +490,9 @@ export async function startFakeHub(opts = {}) {
   }
   /**
    * Checks access; on denial sends the error and returns false.
-   * scope "content": file bytes (gated applies); "meta": info/tree/paths-info/refs (gated repos public).
+   * scope "content": file bytes (gated applies); "meta": info/tree/paths-info/refs (gated repos public);
+   * "card": a repo's README.md, which the Hub gives anyone for gated repos too, so that the card can be read
+   * before access is asked for.
    */
   function checkAccess(ctx, repo, scope) {
     const user = userOf(ctx);
@@ -639,7 +641,7 @@ export async function startFakeHub(opts = {}) {
   function serveFile(ctx, repo, rev, filePath, kind) {
     ctx.kind = "file";
     const { req } = ctx;
-    if (!checkAccess(ctx, repo, "content")) return;
+    if (!checkAccess(ctx, repo, filePath === "README.md" ? "card" : "content")) return;
     const commit = resolveRev(repo, rev);
     if (!commit) return errRevision(ctx, rev);
     const f = commit.files.get(filePath);

@@ -331,7 +331,7 @@ test("snapshotDownload of a model and of a dataset through hubcache: files byte-
   }));
 
 // ---------------------------------------------------------------------------------------------- 6
-test("refs and commits are cached for --metadata-ttl; whoami-v2 is relayed with the caller's token, never cached", { skip, timeout: 30000 }, () =>
+test("refs and commits at a branch are cached for --revision-ttl; whoami-v2 is relayed with the caller's token, never cached", { skip, timeout: 30000 }, () =>
   withHc(async (hubUrl) => {
     const cases = [
       [`/api/models/${REPO}/refs`, (j) => assert.equal(j.branches.find((b) => b.name === "main")?.targetCommit, tiny.mainCommit)],
@@ -633,6 +633,36 @@ test("answers fetched with a token are reused for that token only, even for a pu
     }
   }));
 
+test("refs and commits at a branch follow --revision-ttl, not --metadata-ttl: where a branch points changes", { skip, timeout: 30000 }, () =>
+  withOwnHc("refs-ttl", ["--revision-ttl", "1s", "--metadata-ttl", "1h", "--stale-while-revalidate", "0"], async (url) => {
+    for (const p of [`/api/models/${REPO}/refs`, `/api/models/${REPO}/commits/main`]) {
+      oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), `${p} cold`);
+      zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), `${p} again at once`);
+    }
+    await sleep(1300); // > --revision-ttl 1s
+    for (const p of [`/api/models/${REPO}/refs`, `/api/models/${REPO}/commits/main`]) {
+      oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), `${p} after --revision-ttl`);
+    }
+    // A commit's history never changes: it keeps --metadata-ttl.
+    const pinned = `/api/models/${REPO}/commits/${tiny.mainCommit}`;
+    oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", pinned)), "commits at a commit, cold");
+    await sleep(1300);
+    zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", pinned)), "commits at a commit, after --revision-ttl");
+  }));
+
+test("a token's cached answer is asked again after --public-ttl: the token's rights may have changed", { skip, timeout: 30000 }, () =>
+  withOwnHc("token-recheck", ["--public-ttl", "2s"], async (url) => {
+    // A listing at a commit never changes, yet hf_owner's access to it may.
+    const p = `/api/datasets/${BIG_DS}/tree/${bigDs.mainCommit}/data?recursive=false&expand=false`;
+    oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", p, { token: "hf_owner" })), "hf_owner, cold");
+    zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", p, { token: "hf_owner" })), "hf_owner again, within --public-ttl");
+    await sleep(2500); // > --public-ttl 2s
+    const later = await upstreamDuring(fake, () => pyApi(url, "GET", p, { token: "hf_owner" }));
+    assert.equal(later.value.status, 200, desc(later.value));
+    oneHub(later, "hf_owner after --public-ttl: asked again");
+    assert.equal(later.hub[0].token, "hf_owner", "with the caller's own token");
+  }));
+
 // ---------------------------------------------------------------------------------------------- 13
 test("repeated cached metadata and file requests cost zero hub requests and answer identically", { skip, timeout: 30000 }, () =>
   withHc(async (hubUrl) => {
@@ -702,7 +732,12 @@ test("concurrent requests for one file share one Hub check per credential, and e
             `requests, got ${logLines(checks)}`);
         }
       }
-      assert.equal(d.hub.length, 6, `no other Hub request: ${logLines(d.hub)}`);
+      // The anonymous answers for the public repo's files renew its public status only after the
+      // Hub's repo info says it is neither private nor gated: one anonymous check for all of them.
+      const infos = d.hub.filter((e) => e.path.startsWith(`/api/models/${tiny.id}/revision/${tiny.mainCommit}`));
+      assert.equal(infos.length, 1, `one repo-info check for ${tiny.id}: ${logLines(infos)}`);
+      assert.equal(infos[0].token, null, "asked anonymously");
+      assert.equal(d.hub.length, 7, `no other Hub request: ${logLines(d.hub)}`);
     } finally {
       fake.scenario({ hubDelayMs: 0 });
     }

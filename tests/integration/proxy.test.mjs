@@ -254,6 +254,30 @@ test("access: gated and private content is never served without the caller's rig
         await denied(await get(P, rev, f.path, "hf_nobody"), 401, null, f, `unknown token private ${f.path}@${label} (cached)`);
       }
     }
+    // The Hub gives a gated repo's README to anyone: that answer must not make the repo's cached files
+    // public, neither while the Hub answers nor when it stops answering (last known state).
+    const readme = gated.files["README.md"];
+    for (let i = 0; i < 2; i++) {
+      const r = await get(G, gated.mainCommit, "README.md");
+      assert.equal(r.status, 200, `anon gated README.md (the Hub allows it): ${desc(r)}`);
+      assert.equal(r.sha256, readme.sha256, "anon gated README.md: content");
+    }
+    for (const f of [gf, gc]) {
+      await denied(await get(G, gated.mainCommit, f.path), 401, "GatedRepo", f, `anon gated ${f.path} after its README`);
+      const h = await head(G, gated.mainCommit, f.path);
+      assert.equal(h.status, 401, `anon HEAD gated ${f.path} after its README: ${desc(h)}`);
+    }
+    fake.scenario({ hubStatus: { status: 503, count: "always" } });
+    try {
+      for (const f of [gf, gc]) {
+        const r = await get(G, gated.mainCommit, f.path);
+        assert.ok(r.status >= 500, `anon gated ${f.path}, Hub down after its README: ${desc(r)}`);
+        await denied(r, r.status, r.headers["x-error-code"] ?? null, f, `anon gated ${f.path}, Hub down`);
+      }
+    } finally {
+      fake.scenario({ hubStatus: null });
+    }
+
     // and the rightful callers still get it (from cache: no CDN bytes)
     await fake.idle();
     fake.reset();
@@ -360,7 +384,7 @@ test("HEAD answers meet the python client's requirements (git, LFS, branch, comm
     }
   }));
 
-test("Range: 0-0, suffix and unsatisfiable ranges, on cached and cold files", { skip, timeout: 40000 }, () =>
+test("Range: 0-0, suffix and unsatisfiable ranges, on cached and cold files; If-Range", { skip, timeout: 40000 }, () =>
   withHc(async (hubUrl) => {
     const ranges = (N) => [
       ["bytes=0-0", 206, `bytes 0-0/${N}`, (b) => b.subarray(0, 1)],
@@ -391,6 +415,18 @@ test("Range: 0-0, suffix and unsatisfiable ranges, on cached and cold files", { 
         await check(hubUrl, resolvePath(REPO, tiny.mainCommit, name), f, range, status, cr, slice, `cached ${name}`);
         await check(hubUrl, resolvePath(REPO, "main", name), f, range, status, cr, slice, `cached ${name}@main`);
       }
+      // If-Range: the range only while the file is the version the client names (a resumed download
+      // of a branch whose file changed gets the whole new file, not a mix of two).
+      const base = resolvePath(REPO, "main", name);
+      const same = await http1(hubUrl, "GET", base, { headers: { Range: "bytes=0-0", "If-Range": `"${f.etag}"` } });
+      assert.equal(same.status, 206, `${name} If-Range current ETag: ${desc(same)}`);
+      for (const other of [`"${"0".repeat(f.etag.length)}"`, `W/"${f.etag}"`, "Wed, 21 Oct 2015 07:28:00 GMT"]) {
+        const r = await http1(hubUrl, "GET", base, { headers: { Range: "bytes=0-0", "If-Range": other } });
+        assert.equal(r.status, 200, `${name} If-Range ${other}: ${desc(r)}`);
+        assert.equal(r.headers["content-range"], undefined, `${name} If-Range ${other}: Content-Range`);
+        assert.equal(r.sha256, f.sha256, `${name} If-Range ${other}: the whole file`);
+      }
+      assert.equal(same.headers["content-security-policy"], "default-src 'none'; sandbox", `${name}: CSP as the Hub sends it`);
     }
 
     // cold: a fresh hubcache (empty cache); each range form is the first request for its file

@@ -12,11 +12,16 @@
 #include <atomic>
 #include <chrono>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace hubcache::hub {
+
+// For gtest's messages (found by ADL, so not in the unnamed namespace).
+std::ostream& operator<<(std::ostream& os, RepoAccess a) { return os << (a == RepoAccess::open ? "open" : "restricted"); }
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -172,6 +177,85 @@ TEST_F(HubClientProbeTest, FollowersOfALeaderThatStopsAskThemselves) {
   EXPECT_FALSE(led->has_value());
   EXPECT_TRUE(is_meta(*follower)) << "the follower asked upstream itself";
   EXPECT_EQ(m_server.requests(), 2);
+}
+
+// access_of: only the repo info, asked without credentials, opens a
+// repo's files; a refusal, a gated or private repo, or an answer without both
+// fields does not.
+class HubClientOpenTest : public ::testing::Test {
+ protected:
+  HubClientOpenTest()
+      : m_server([this](const test::http::request<test::http::string_body>& req) {
+          std::this_thread::sleep_for(m_delay.load());
+          const std::string target(req.target());
+          if (!req[test::http::field::authorization].empty() || req.method() != test::http::verb::get ||
+              !target.ends_with("/revision/" + k_commit + "?expand=private&expand=gated")) {
+            return test::Reply{test::http_response(400, "unexpected request " + target)};
+          }
+          const auto repo = target.substr(0, target.find("/revision/"));
+          const std::string json = "Content-Type: application/json\r\n";
+          if (repo == "/api/models/acme/public") return test::Reply{test::http_response(200, R"({"_id":"1","id":"acme/public","private":false,"gated":false})", json)};
+          if (repo == "/api/datasets/acme/public") return test::Reply{test::http_response(200, R"({"private":false,"gated":false})", json)};
+          if (repo == "/api/models/acme/gated") return test::Reply{test::http_response(200, R"({"private":false,"gated":"auto"})", json)};
+          if (repo == "/api/models/acme/no-gated-field") return test::Reply{test::http_response(200, R"({"private":false})", json)};
+          if (repo == "/api/models/acme/not-json") return test::Reply{test::http_response(200, "<html>", "")};
+          if (repo == "/api/models/acme/private") return test::Reply{test::http_response(401, R"({"error":"Invalid username or password."})", json)};
+          if (repo == "/api/models/acme/down") return test::Reply{test::http_response(503, "")};
+          if (repo == "/api/models/acme/old-name") {
+            return test::Reply{test::http_response(307, "", "Location: /api/models/acme/public/revision/" + k_commit + "?expand=private&expand=gated\r\n")};
+          }
+          return test::Reply{test::http_response(404, R"({"error":"Repository not found"})", json)};
+        }) {}
+
+  std::shared_ptr<std::optional<result<RepoAccess>>> start(core::RepoType type, std::string repo) {
+    auto out = std::make_shared<std::optional<result<RepoAccess>>>();
+    net::co_spawn(
+        m_ioc,
+        [](HubClient& hub, core::RepoType t, std::string r) -> net::awaitable<result<RepoAccess>> {
+          co_return co_await hub.access_of(t, r, k_commit);
+        }(m_hub, type, std::move(repo)),
+        [out](std::exception_ptr e, result<RepoAccess> value) {
+          if (!e) out->emplace(std::move(value));
+        });
+    return out;
+  }
+  result<RepoAccess> ask(core::RepoType type, std::string repo) {
+    auto out = start(type, std::move(repo));
+    m_ioc.run_for(10s);
+    m_ioc.restart();
+    return out->value_or(make_error_code(std::errc::timed_out));
+  }
+
+  std::atomic<std::chrono::milliseconds> m_delay{0ms};
+  test::TestServer m_server;
+  net::io_context m_ioc;
+  HubClient m_hub{upstream::make_http_client({}), *upstream::Url::parse(m_server.url("/"))};
+};
+
+TEST_F(HubClientOpenTest, OnlyAnInfoSayingNeitherPrivateNorGatedOpensTheFiles) {
+  EXPECT_EQ(ask(core::RepoType::model, "acme/public"), result<RepoAccess>(RepoAccess::open));
+  EXPECT_EQ(ask(core::RepoType::dataset, "acme/public"), result<RepoAccess>(RepoAccess::open)) << "datasets are asked at /api/datasets";
+  EXPECT_EQ(ask(core::RepoType::model, "acme/old-name"), result<RepoAccess>(RepoAccess::open)) << "a renamed repo's 307 is followed";
+  EXPECT_EQ(ask(core::RepoType::model, "acme/gated"), result<RepoAccess>(RepoAccess::restricted));
+  EXPECT_EQ(ask(core::RepoType::model, "acme/no-gated-field"), result<RepoAccess>(RepoAccess::restricted));
+  EXPECT_EQ(ask(core::RepoType::model, "acme/not-json"), result<RepoAccess>(RepoAccess::restricted));
+  EXPECT_EQ(ask(core::RepoType::model, "acme/private"), result<RepoAccess>(RepoAccess::restricted));
+  EXPECT_EQ(ask(core::RepoType::model, "acme/unknown"), result<RepoAccess>(RepoAccess::restricted));
+  const auto down = ask(core::RepoType::model, "acme/down");
+  EXPECT_FALSE(down.has_value()) << "a Hub that cannot answer is an error, not a verdict";
+  EXPECT_EQ(m_server.requests(), 10);
+}
+
+TEST_F(HubClientOpenTest, ConcurrentCallsForOneRepoShareOneExchange) {
+  m_delay = 200ms;
+  std::vector<std::shared_ptr<std::optional<result<RepoAccess>>>> calls;
+  for (int i = 0; i < 6; ++i) calls.push_back(start(core::RepoType::model, i % 2 ? "acme/public" : "acme/gated"));
+  m_ioc.run_for(10s);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(calls[i]->has_value() && (*calls[i])->has_value()) << "call " << i;
+    EXPECT_EQ(***calls[i], i % 2 == 1 ? RepoAccess::open : RepoAccess::restricted) << "call " << i;
+  }
+  EXPECT_EQ(m_server.requests(), 2) << "one exchange per repo";
 }
 
 }  // namespace
