@@ -317,7 +317,7 @@ class Proxy {
     this.url = `http://127.0.0.1:${port}`;
   }
   async stop() {
-    if (this.child) await stopProc(this.child, { signal: this.name === "hubcache" ? "SIGTERM" : "SIGTERM" });
+    if (this.child) await stopProc(this.child);
     this.child = null;
   }
 }
@@ -584,6 +584,10 @@ async function loadRounds(proxies, results, fake, o) {
     }
     if (res.loadPreflight.ok) ready.push([proxy, res]);
   }
+  // nginx does not fsync its cache files: the gigabytes the cold rows just wrote would otherwise be
+  // written back by the kernel during the first rounds, costing CPU to whichever proxy runs then.
+  log("load rounds: sync first");
+  await execFileP("sync", []);
   const samples = new Map(ready.map(([p]) => [p.name, {}]));
   for (let round = 0; round < o.loadReps; round++) {
     for (let k = 0; k < ready.length; k++) {

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <deque>
 #include <mutex>
+#include <utility>
 
 namespace hubcache::storage {
 namespace {
@@ -255,13 +256,16 @@ class TieredWriter final : public BlobWriter {
   bool m_queued = false;
 };
 
-// An L2 reader that reports failures to the breaker and, given an L1 writer
-// (`copy`, may be null), copies what a sequential reader reads into it and
-// commits it in the background once every byte went through.
+// An L2 reader that reports failures to the breaker and, when `promote`,
+// copies what a sequential reader reads into an L1 writer and commits it in
+// the background once every byte went through. The writer is created by the
+// first read at offset 0: a HEAD, a reader dropped unread or a range from the
+// middle reserve no disk space (which could evict other blobs) for a copy that
+// would be thrown away.
 class TeeReader final : public BlobReader {
  public:
-  TeeReader(std::shared_ptr<Tiers> tiers, BlobReaderPtr source, BlobWriterPtr copy)
-      : m_tiers(std::move(tiers)), m_source(std::move(source)), m_copy(std::move(copy)) {}
+  TeeReader(std::shared_ptr<Tiers> tiers, BlobReaderPtr source, const core::Sha256& key, bool promote)
+      : m_tiers(std::move(tiers)), m_source(std::move(source)), m_key(key), m_promote(promote) {}
 
   std::uint64_t size() const override { return m_source->size(); }
   int native_handle() const noexcept override { return -1; }
@@ -269,7 +273,15 @@ class TeeReader final : public BlobReader {
   net::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
     auto n = co_await m_source->read_at(offset, buf);
     if (!n) m_tiers->l2_failed("read", n.error());  // the client's retry then goes upstream
-    if (!n || !m_copy) co_return n;
+    if (!n) co_return n;
+    if (std::exchange(m_promote, false)) {
+      if (offset != 0) co_return n;  // this reader will not see every byte
+      const ExpectedContent expected{size(), m_key, std::nullopt};
+      auto created = co_await m_tiers->l1->create(expected);
+      if (!created) co_return n;  // no room on disk: served from GCS only
+      m_copy = std::move(*created);
+    }
+    if (!m_copy) co_return n;
     const std::uint64_t have = m_copy->written();
     if (offset > have) {
       m_copy.reset();  // a gap: this reader will not see every byte
@@ -301,7 +313,9 @@ class TeeReader final : public BlobReader {
 
   std::shared_ptr<Tiers> m_tiers;
   BlobReaderPtr m_source;
-  BlobWriterPtr m_copy;  // null once the copy was given up or handed to commit
+  const core::Sha256 m_key;
+  bool m_promote;        // the copy is still to be started
+  BlobWriterPtr m_copy;  // null before it started, once it was given up or handed to commit
 };
 
 class TieredStore final : public TieredBlobStore {
@@ -318,13 +332,8 @@ class TieredStore final : public TieredBlobStore {
     }
     if (!*remote) co_return std::move(remote);
     ++m_tiers->counters.l2_hits;
-    BlobWriterPtr copy;  // stays null without promotion, or without room on disk
-    if (m_tiers->options.promote == Promote::yes) {
-      const ExpectedContent expected{(**remote)->size(), key, std::nullopt};
-      auto created = co_await m_tiers->l1->create(expected);
-      if (created) copy = std::move(*created);
-    }
-    BlobReaderPtr tee = std::make_unique<TeeReader>(m_tiers, std::move(**remote), std::move(copy));
+    BlobReaderPtr tee = std::make_unique<TeeReader>(m_tiers, std::move(**remote), key,
+                                                    m_tiers->options.promote == Promote::yes);
     co_return std::optional<BlobReaderPtr>(std::move(tee));
   }
 

@@ -28,6 +28,9 @@ struct Gate {
   std::atomic<bool> open{false};
   std::atomic<bool> fail{false};
   std::atomic<int> commits_waiting{0};
+  // create() answers blob_available this many times, as the tiered store does
+  // when another replica stored the blob while this one waited for its lease.
+  std::atomic<int> stored_elsewhere{0};
 };
 
 class GatedWriter final : public storage::BlobWriter {
@@ -64,6 +67,10 @@ class GatedStore final : public storage::BlobStore {
     return m_inner.open(key);
   }
   net::awaitable<result<storage::BlobWriterPtr>> create(const storage::ExpectedContent& expected) override {
+    if (m_gate.stored_elsewhere.load() > 0) {
+      --m_gate.stored_elsewhere;
+      co_return make_error_code(errc::blob_available);
+    }
     auto writer = co_await m_inner.create(expected);
     if (!writer) co_return writer.error();
     co_return storage::BlobWriterPtr(std::make_unique<GatedWriter>(std::move(*writer), m_gate));
@@ -118,6 +125,19 @@ class FillEngineTest : public ::testing::Test {
       if (!n || *n == 0) return out;
       out.append(reinterpret_cast<const char*>(buf.data()), *n);
     }
+  }
+
+  // A fill of source() run to its end, then read by a client arriving then;
+  // "" when either fails.
+  std::string fill_to_end_and_read() {
+    auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
+    bool leader = false;
+    auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
+    Fill& fill = member.fill();
+    auto done = run(fill.wm.wait_beyond(m_content.size(), 5s));
+    if (!done) return "";
+    auto reader = run(fill.open_reader(m_store, 1000ms));
+    return reader ? read_all(**reader) : "";
   }
 
   const std::string m_content = content_of(300'000);
@@ -194,6 +214,31 @@ TEST_F(FillEngineTest, CommitFailingAfterVerifyLeavesTheBytesReadable) {
   EXPECT_FALSE(engine->join_if_verified(source().meta).has_value()) << "a failed fill is not joined";
   EXPECT_EQ(m_store.usage().blobs, 0u);
   EXPECT_EQ(m_store.usage().reserved, 0u);
+}
+
+// Another replica stored the blob while this one waited: its clients read
+// the stored blob, and upstream is not asked.
+TEST_F(FillEngineTest, ABlobStoredElsewhereIsServedFromTheStore) {
+  m_gate.open = true;
+  auto writer = run(m_disk->create({m_content.size(), core::Sha256::from_hex(source().meta.etag), std::nullopt}));
+  ASSERT_TRUE(writer.has_value());
+  ASSERT_TRUE(run((*writer)->append(std::as_bytes(std::span(m_content)))).has_value());
+  ASSERT_TRUE(run((*writer)->commit()).has_value());
+  m_gate.stored_elsewhere = 1;
+
+  EXPECT_EQ(fill_to_end_and_read(), m_content);
+  EXPECT_EQ(m_server.requests(), 0) << "nothing fetched from upstream";
+}
+
+// ... but when it cannot be read here after all (GCS failed in between), the
+// fill fetches it from upstream instead of failing its clients.
+TEST_F(FillEngineTest, ABlobStoredElsewhereButUnreadableHereIsFilledFromUpstream) {
+  m_gate.open = true;
+  m_gate.stored_elsewhere = 1;
+  EXPECT_EQ(fill_to_end_and_read(), m_content);
+  EXPECT_EQ(m_server.requests(), 1);
+  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
+  ASSERT_TRUE(stored.has_value() && stored->has_value()) << "committed here";
 }
 
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {

@@ -128,6 +128,15 @@ class TieredBlobStoreTest : public BlobStoreTestBase {
     return info && info->has_value();
   }
   void wait_idle() { test::run(m_ioc, m_tiered->idle()); }
+  // `data` stored (and uploaded) by replica "a"; then replica "b" is open:
+  // an empty disk, the same bucket.
+  core::Sha256 stored_by_replica_a(const std::string& data) {
+    open_replica("a");
+    const auto key = put(data);
+    wait_idle();
+    open_replica("b");
+    return key;
+  }
 
   std::string m_prefix;
   TieredBlobStore* m_tiered = nullptr;
@@ -150,12 +159,8 @@ TEST_F(TieredBlobStoreTest, CommitUploadsToGcsInTheBackground) {
 }
 
 TEST_F(TieredBlobStoreTest, SecondReplicaReadsFromGcsAndKeepsACopyOnDisk) {
-  open_replica("a");
   const std::string data = filler(300'000, 's');
-  const auto key = put(data);
-  wait_idle();
-
-  open_replica("b");  // an empty disk, the same bucket
+  const auto key = stored_by_replica_a(data);
   auto reader = open_blob(key);
   ASSERT_NE(reader, nullptr);
   EXPECT_EQ(reader->size(), data.size());
@@ -173,18 +178,32 @@ TEST_F(TieredBlobStoreTest, SecondReplicaReadsFromGcsAndKeepsACopyOnDisk) {
 }
 
 TEST_F(TieredBlobStoreTest, PartialReadOfAGcsHitLeavesTheDiskAlone) {
-  open_replica("a");
   const std::string data = filler(100'000, 'p');
-  const auto key = put(data);
-  wait_idle();
-
-  open_replica("b");
+  const auto key = stored_by_replica_a(data);
   auto reader = open_blob(key);
   ASSERT_NE(reader, nullptr);
   EXPECT_EQ(read_all(*reader, 50'000), data.substr(50'000));  // a range, not from the start
   reader.reset();
   wait_idle();
   EXPECT_EQ(m_tiered->stats().promoted, 0u);
+  EXPECT_EQ(count_files(m_dir.path() / "b" / "disk" / "blobs"), 0u);
+}
+
+// What a HEAD does: open, look at the size, drop the reader. No disk space is
+// reserved for a copy (reserving evicts other blobs when the disk is full).
+TEST_F(TieredBlobStoreTest, AGcsHitOpenedButNotReadReservesNoDisk) {
+  const std::string data = filler(200'000, 'h');
+  const auto key = stored_by_replica_a(data);
+  auto reader = open_blob(key);
+  ASSERT_NE(reader, nullptr);
+  EXPECT_EQ(reader->size(), data.size());
+  EXPECT_EQ(m_store->usage().reserved, 0u) << "nothing reserved before the first read";
+  EXPECT_EQ(count_files(m_dir.path() / "b" / "disk" / "staging"), 0u);
+  reader.reset();
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().l2_hits, 1u);
+  EXPECT_EQ(m_tiered->stats().promoted, 0u);
+  EXPECT_EQ(m_store->usage().reserved, 0u);
   EXPECT_EQ(count_files(m_dir.path() / "b" / "disk" / "blobs"), 0u);
 }
 
