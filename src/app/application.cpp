@@ -53,6 +53,7 @@ struct Stores {
   std::unique_ptr<storage::BlobStore> blobs;
   std::unique_ptr<storage::MetadataIndex> index;
   std::unique_ptr<storage::DocumentStore> docs;
+  storage::TieredBlobStore* tiered = nullptr;  // `blobs`, when it has a GCS tier
 };
 
 // The stores the configuration asks for: disk only; disk (L1) in front of
@@ -121,6 +122,20 @@ class Loops {
   std::vector<std::unique_ptr<Loop>> m_loops;
 };
 
+// After SIGINT/SIGTERM: drains the connections, then gives GCS uploads in
+// flight or queued what is left of `grace` (a blob not uploaded stays on this
+// replica's disk only). A free coroutine: its frame holds its arguments,
+// where a lambda's would refer to a closure gone by the time it runs.
+net::awaitable<void> shut_down(http::Server& server, storage::TieredBlobStore* tiered, std::chrono::milliseconds grace) {
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  co_await server.shutdown(grace);
+  if (tiered == nullptr) co_return;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  if (!co_await tiered->idle(std::max(left, std::chrono::milliseconds(0)))) {
+    spdlog::warn("gcs uploads still running at the end of the shutdown grace: left to other replicas");
+  }
+}
+
 Stores make_stores(const config::Config& cfg, net::io_context& io, net::thread_pool& blocking,
                    const std::string& version, const std::vector<std::string>& env) {
   Stores out{storage::make_disk_blob_store({cfg.cache_dir, cfg.max_cache_size}, blocking),
@@ -155,7 +170,9 @@ Stores make_stores(const config::Config& cfg, net::io_context& io, net::thread_p
   tiers.lease_wait = cfg.gcs_lease_wait;
   spdlog::info("blob store: {} GCS bucket {}", cfg.cache_dir_given ? "disk L1 in front of" : "disk only staging for",
                cfg.gcs_bucket);
-  out.blobs = storage::make_tiered_blob_store(std::move(out.blobs), l2, tiers, io.get_executor());
+  auto tiered = storage::make_tiered_blob_store(std::move(out.blobs), l2, tiers, io.get_executor());
+  out.tiered = tiered.get();
+  out.blobs = std::move(tiered);
   out.index = storage::make_gcs_mirrored_index(std::move(out.index), l2, breaker, {}, io.get_executor(), blocking);
   out.docs = storage::make_gcs_mirrored_documents(std::move(out.docs), l2, breaker, {}, io.get_executor(), blocking);
   return out;
@@ -232,9 +249,8 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("signal {} received: draining connections (up to {} ms)", sig, cfg.shutdown_grace.count());
-    net::co_spawn(
-        loops[0], [&]() -> net::awaitable<void> { co_await server.shutdown(cfg.shutdown_grace); },
-        [&](std::exception_ptr) { loops.stop(); });
+    net::co_spawn(loops[0], shut_down(server, stores.tiered, cfg.shutdown_grace),
+                  [&](std::exception_ptr) { loops.stop(); });
   });
 
   const auto address = endpoint.address();

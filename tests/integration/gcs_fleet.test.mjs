@@ -279,6 +279,32 @@ test("GCS-only replica: a fill's clients are done before its upload to the bucke
   }
 });
 
+test("SIGTERM: an upload still running gets what is left of --shutdown-grace before the replica exits", { skip, timeout: 90000 }, async () => {
+  const relay = await holdingRelay(emulator.endpoint, `${PREFIX}blobs/`);
+  const k = await fleet.start({ name: "K (upload held, then SIGTERM)", env: { STORAGE_EMULATOR_HOST: relay.endpoint } });
+  try {
+    const p = "data/train/part-00002.jsonl";
+    const file = fake.repos[BIG_DS].files[p];
+    assert.ok(file, p);
+    relay.hold();
+    await getFile(k.hc.url, `/datasets/${BIG_DS}/resolve/main/${p}`, file, "K, its upload held");
+    const deadline = Date.now() + 10000;
+    while (relay.heldCount() === 0 && Date.now() < deadline) await sleep(50);
+    assert.ok(relay.heldCount() >= 1, "the upload was held");
+    const stopping = fleet.stop(k); // SIGTERM; --shutdown-grace is 10 s
+    await sleep(1000);
+    assert.equal(k.exit, null, "K waits for its upload instead of exiting");
+    relay.release();
+    const e = await stopping;
+    assert.equal(e.code, 0, `K's exit: ${JSON.stringify(e)}`);
+    assert.ok((await bucketObjects("blobs/")).includes(`blobs/${file.sha256}`), "the blob reached the bucket before K exited");
+  } finally {
+    relay.release();
+    if (k.exit === null) await fleet.stop(k);
+    await relay.close();
+  }
+});
+
 test("two replicas missing the same LFS file at once pull it from the CDN once (lease)", { skip, timeout: 90000 }, async () => {
   const d = await startReplica("D");
   const e = await startReplica("E");

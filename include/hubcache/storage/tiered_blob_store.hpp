@@ -9,8 +9,11 @@
 //   any fill; a partial or out-of-order read leaves L1 untouched.
 // - create(): writes L1 only. After L1 has committed, the blob is uploaded to
 //   L2 in the background through a bounded queue (the caller never waits for
-//   GCS); a full queue drops the upload (logged and counted), it never
-//   blocks a fill. The upload is verified (GcsBlobStore::upload).
+//   GCS); it never blocks a fill. The upload is verified
+//   (GcsBlobStore::upload). A blob whose upload failed, or that found the
+//   queue full, is remembered (at most upload_queue of them, in memory only)
+//   and queued again when an upload succeeds, or when a new blob is queued
+//   upload_retry after the last such pass.
 // - Leases: before filling a blob known by its sha256 (LFS files), create()
 //   takes a lease object in L2 (<prefix>leases/<sha256>, created with
 //   ifGenerationMatch=0, holding the holder id and an expiry that is renewed
@@ -51,6 +54,11 @@ struct TieredOptions {
   // so the bound limits pending work, not memory; 1000 covers the burst of a
   // large snapshot while a slow uplink catches up.
   std::size_t upload_queue = 1000;
+  // Blobs whose upload failed (every GcsRetryPolicy attempt used: GCS down)
+  // or found the queue full are queued again as soon as an upload succeeds,
+  // and while uploads keep failing, by a new blob's upload at most this
+  // often. The breaker's cooldown: GCS was found unusable for as long.
+  std::chrono::milliseconds upload_retry{30'000};
   // Uploads at once. Each streams one blob in GcsOptions::chunk_size
   // requests; 2 keeps GCS busy without taking all of a replica's uplink.
   unsigned upload_workers = 2;
@@ -78,8 +86,9 @@ struct TieredStats {
   std::uint64_t l2_hits = 0;
   std::uint64_t l2_errors = 0;        // failed L2 operations (reads, leases, uploads)
   std::uint64_t uploads = 0;          // blobs uploaded (or found there already)
-  std::uint64_t uploads_failed = 0;
-  std::uint64_t uploads_dropped = 0;  // queue full
+  std::uint64_t uploads_failed = 0;   // attempts that failed (each is queued again later)
+  std::uint64_t uploads_dropped = 0;  // given up: more waiting for a retry than upload_queue
+  std::uint64_t uploads_retried = 0;  // queued again by a retry pass
   std::uint64_t promoted = 0;         // L2 hits copied into L1
   std::uint64_t lease_waits = 0;      // create() calls that found another replica's lease
 };
@@ -88,8 +97,9 @@ class TieredBlobStore : public BlobStore {
  public:
   virtual TieredStats stats() const = 0;
   // Completes when no upload is queued or running and no tee is committing
-  // (polls every 20 ms). For tests and orderly shutdown.
-  virtual net::awaitable<void> idle() = 0;
+  // (polls every 20 ms), or when `limit` has passed: true if idle then. For
+  // tests and orderly shutdown. Blobs remembered for a retry do not count.
+  virtual net::awaitable<bool> idle(std::chrono::milliseconds limit = std::chrono::milliseconds::max()) = 0;
 };
 
 // REQUIRES: l1 and l2 non-null; the blocking pools they use outlive every

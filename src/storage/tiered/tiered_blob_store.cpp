@@ -18,7 +18,9 @@
 #include <atomic>
 #include <deque>
 #include <mutex>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 namespace hubcache::storage {
 namespace {
@@ -39,7 +41,7 @@ constexpr milliseconds k_default_cooldown{30'000};
 
 struct Counters {
   std::atomic<std::uint64_t> l2_hits{0}, l2_errors{0}, uploads{0}, uploads_failed{0}, uploads_dropped{0},
-      promoted{0}, lease_waits{0};
+      uploads_retried{0}, promoted{0}, lease_waits{0};
 };
 
 // A lease this replica holds on one blob: renewed on its own strand until
@@ -78,12 +80,11 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
   // ---- background uploads ----
   void enqueue_upload(const core::Sha256& key, LeasePtr lease) {
     bool start_worker = false;
+    bool full = false;
     {
       std::lock_guard lock(m_mutex);
       if (m_queue.size() >= options.upload_queue) {
-        ++counters.uploads_dropped;
-        spdlog::warn("gcs upload queue full ({} blobs): not uploading {}", options.upload_queue, key.hex());
-        release_later(std::move(lease));
+        full = true;
       } else {
         m_queue.push_back({key, std::move(lease)});
         if (m_workers < std::max(1u, options.upload_workers)) {
@@ -92,7 +93,44 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
         }
       }
     }
+    if (full) {
+      release_later(std::move(lease));
+      retry_later(key, "the upload queue is full");
+      return;
+    }
     if (start_worker) net::co_spawn(executor, upload_worker(shared_from_this()), net::detached);
+    retry_pass(false);
+  }
+
+  // Remembers `key` to be queued again by the next retry pass.
+  void retry_later(const core::Sha256& key, std::string_view why) {
+    std::lock_guard lock(m_mutex);
+    if (std::find(m_unsent.begin(), m_unsent.end(), key) != m_unsent.end()) return;
+    if (m_unsent.size() >= options.upload_queue) {
+      ++counters.uploads_dropped;
+      spdlog::warn("gcs: not uploading {} ({}): {} blobs already wait for a retry", key.hex(), why, m_unsent.size());
+      return;
+    }
+    m_unsent.push_back(key);
+    spdlog::info("gcs: upload of {} to be tried again ({})", key.hex(), why);
+  }
+
+  // A retry pass queues every remembered blob again. It runs when an upload
+  // succeeds (GCS works again), and when a new blob is queued and upload_retry
+  // has passed since the last pass; no timer of its own, so nothing runs while
+  // the replica is idle (its disk still has the blobs; a replica that misses
+  // one pulls and uploads it itself).
+  void retry_pass(bool gcs_works) {
+    std::vector<core::Sha256> keys;
+    {
+      std::lock_guard lock(m_mutex);
+      const auto now = Clock::now();
+      if (m_unsent.empty() || (!gcs_works && now - m_last_pass < options.upload_retry)) return;
+      m_last_pass = now;
+      keys.swap(m_unsent);
+    }
+    counters.uploads_retried += keys.size();
+    for (const auto& key : keys) enqueue_upload(key, nullptr);
   }
 
   static net::awaitable<void> upload_worker(std::shared_ptr<Tiers> self) {
@@ -124,10 +162,12 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
     if (!uploaded) {
       ++counters.uploads_failed;
       l2_failed("upload " + key.hex(), uploaded.error());
+      retry_later(key, uploaded.error().message());
       co_return;
     }
     ++counters.uploads;
     breaker->succeeded();
+    retry_pass(true);
     spdlog::info("gcs: uploaded {} ({} bytes, {} ms)", key.hex(), (**reader)->size(),
                  std::chrono::duration_cast<milliseconds>(Clock::now() - started).count());
   }
@@ -222,6 +262,9 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
   std::mutex m_mutex;
   std::deque<Upload> m_queue;  // guarded by m_mutex
   unsigned m_workers = 0;      // guarded by m_mutex
+  // Blobs to upload again at the next retry pass (at most upload_queue).
+  std::vector<core::Sha256> m_unsent;  // guarded by m_mutex
+  Clock::time_point m_last_pass = Clock::now();  // guarded by m_mutex
 };
 
 // An L1 writer whose commit queues the upload (and hands over the lease).
@@ -358,11 +401,16 @@ class TieredStore final : public TieredBlobStore {
   TieredStats stats() const override {
     const Counters& c = m_tiers->counters;
     return {c.l2_hits.load(), c.l2_errors.load(), c.uploads.load(), c.uploads_failed.load(),
-            c.uploads_dropped.load(), c.promoted.load(), c.lease_waits.load()};
+            c.uploads_dropped.load(), c.uploads_retried.load(), c.promoted.load(), c.lease_waits.load()};
   }
 
-  net::awaitable<void> idle() override {
-    while (!m_tiers->idle()) co_await sleep_for(milliseconds(20));
+  net::awaitable<bool> idle(milliseconds limit) override {
+    const auto start = Clock::now();
+    while (!m_tiers->idle()) {
+      if (Clock::now() - start >= limit) co_return false;
+      co_await sleep_for(milliseconds(20));
+    }
+    co_return true;
   }
 
  private:

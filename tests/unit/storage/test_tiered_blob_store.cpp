@@ -7,15 +7,21 @@
 
 #include "blob_store_contract.hpp"
 #include "gcs_emulator.hpp"
+#include "../upstream/test_server.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <sstream>
 #include <stdexcept>
 
 namespace hubcache::storage::test_contract {
@@ -227,7 +233,90 @@ TEST_F(TieredBlobStoreTest, GcsOutageDegradesToDisk) {
   EXPECT_EQ(m_tiered->stats().l2_errors, errors);
 }
 
-TEST_F(TieredBlobStoreTest, FullUploadQueueDropsUploads) {
+// A GCS endpoint that answers 503 while down, and relays to the emulator
+// once up (a resumable upload's session URL then points at the emulator).
+class SwitchableGcs {
+ public:
+  std::atomic<bool> down{true};
+  std::string endpoint() const { return m_server.url(""); }
+
+ private:
+  static test::Reply relay(const test::http::request<test::http::string_body>& request) {
+    namespace beast = boost::beast;
+    const std::string emulator = GcsEmulator::endpoint();  // http://127.0.0.1:PORT
+    const auto port = static_cast<std::uint16_t>(std::stoi(emulator.substr(emulator.rfind(':') + 1)));
+    boost::asio::io_context ioc;
+    beast::tcp_stream stream(ioc);
+    stream.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+    auto forwarded = request;
+    forwarded.set(test::http::field::host, "127.0.0.1:" + std::to_string(port));
+    test::http::write(stream, forwarded);
+    beast::flat_buffer buffer;
+    test::http::response<test::http::string_body> response;
+    test::http::read(stream, buffer, response);
+    response.chunked(false);
+    response.prepare_payload();
+    std::ostringstream raw;
+    raw << response;
+    return test::Reply{raw.str(), true};
+  }
+
+  test::TestServer m_server{[this](const test::http::request<test::http::string_body>& request) {
+    return down ? test::Reply{test::http_response(503, "")} : relay(request);
+  }};
+};
+
+// GCS down while blobs are filled: their uploads fail, or find the queue
+// full. Once GCS is back, the next upload that succeeds queues them again.
+TEST_F(TieredBlobStoreTest, FailedUploadsAreTriedAgainOnceGcsWorks) {
+  SwitchableGcs gcs;
+  TieredOptions options = without_leases();
+  options.upload_queue = 4;
+  options.upload_workers = 1;
+  options.upload_retry = 1h;  // no pass while GCS is down
+  open_replica("a", options, gcs.endpoint(), 2s);
+  std::vector<core::Sha256> keys;
+  for (char seed : {'x', 'y', 'z', 'w'}) keys.push_back(put(filler(3000, seed)));
+  wait_idle();
+  EXPECT_GE(m_tiered->stats().uploads_failed, 1u);
+  EXPECT_EQ(m_tiered->stats().uploads, 0u);
+  EXPECT_EQ(m_tiered->stats().uploads_retried, 0u);
+  for (const auto& key : keys) EXPECT_FALSE(in_bucket(key));
+
+  gcs.down = false;
+  keys.push_back(put(filler(3000, 'v')));  // a new fill: its upload works, and brings the others
+  wait_idle();
+  const auto stats = m_tiered->stats();
+  EXPECT_EQ(stats.uploads, keys.size());
+  EXPECT_EQ(stats.uploads_retried, keys.size() - 1);
+  EXPECT_EQ(stats.uploads_dropped, 0u);
+  for (const auto& key : keys) EXPECT_TRUE(in_bucket(key)) << key.hex();
+}
+
+// While uploads keep failing, a new blob's upload queues the remembered ones
+// again once upload_retry has passed since the last pass (here: at once).
+TEST_F(TieredBlobStoreTest, WhileGcsIsDownANewUploadRetriesTheOthers) {
+  SwitchableGcs gcs;
+  TieredOptions options = without_leases();
+  options.upload_retry = 0ms;
+  open_replica("a", options, gcs.endpoint(), 2s);
+  const auto first = put(filler(3000, 'f'));
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().uploads_retried, 0u);
+  put(filler(3000, 'g'));
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().uploads_retried, 1u) << "the first blob was queued again with the second";
+  put(filler(3000, 'h'));
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().uploads_retried, 3u) << "both again with the third";
+  EXPECT_EQ(m_tiered->stats().uploads, 0u);
+  EXPECT_EQ(m_tiered->stats().uploads_failed, 6u);  // 1 + 2 + 3 attempts
+  EXPECT_FALSE(in_bucket(first));
+}
+
+// More blobs waiting for a retry than upload_queue: the rest are dropped
+// (logged and counted), and every blob stays on disk.
+TEST_F(TieredBlobStoreTest, UploadsBeyondTheBoundAreDropped) {
   // A GCS that accepts connections and never answers: the first upload
   // occupies the only worker until the HTTP deadline (2 s, once per attempt).
   boost::asio::ip::tcp::acceptor black_hole(m_ioc, {boost::asio::ip::make_address("127.0.0.1"), 0});
@@ -237,8 +326,8 @@ TEST_F(TieredBlobStoreTest, FullUploadQueueDropsUploads) {
   options.upload_queue = 1;
   options.upload_workers = 1;
   open_replica("a", options, endpoint, 2s);
-  // One upload runs, one waits in the queue: of three commits made while
-  // the first upload hangs, at least one is dropped, however the worker
+  // One upload runs, one waits in the queue, the third is remembered for a
+  // retry; the failed ones then find the retry list full, however the worker
   // interleaves with the commits. Every blob is committed to disk.
   std::vector<core::Sha256> keys;
   for (char seed : {'1', '2', '3'}) {
@@ -251,9 +340,10 @@ TEST_F(TieredBlobStoreTest, FullUploadQueueDropsUploads) {
     keys.push_back(*key);
   }
   wait_idle();
+  // None was uploaded, and at most one (upload_queue) waits for a retry.
   const auto stats = m_tiered->stats();
-  EXPECT_GE(stats.uploads_dropped, 1u);
-  EXPECT_EQ(stats.uploads_dropped + stats.uploads_failed, 3u);
+  EXPECT_EQ(stats.uploads, 0u);
+  EXPECT_GE(stats.uploads_dropped, 2u);
   for (const auto& key : keys) EXPECT_TRUE(is_stored(key));
 }
 
