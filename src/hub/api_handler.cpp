@@ -352,7 +352,10 @@ net::awaitable<void> ApiHandler::handle(http::Exchange& ex, const ApiRoute& rout
   }
 
   // Refusals, renames and the rest: relayed, never cached or shared.
-  if (leader && anonymous && (f.status == 401 || f.status == 403 || f.status == 404)) {
+  // A missing revision says nothing about who may read the repo.
+  const bool refusal = f.status == 401 || f.status == 403 ||
+                       (f.status == 404 && f.headers["X-Error-Code"] != "RevisionNotFound");
+  if (leader && anonymous && refusal) {
     co_await m_state.saw_refusal(route.type, route.repo, Access::metadata);
   }
   ex.set_outcome("upstream");

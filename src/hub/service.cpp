@@ -147,16 +147,25 @@ class Service final : public HubService {
   // the repo's files open to anyone? That one file does not tell (a gated
   // repo's README answers anyone), so the Hub's repo info decides, once per
   // public_ttl: only that answer starts or renews the files' public status.
+  // A restricted verdict (or none) is kept as long, so that a gated repo's
+  // README, or an /api in trouble, does not cost every request a second round
+  // trip; a restricted one also ends what was known public before (the repo
+  // was gated since).
   net::awaitable<bool> files_open(core::RepoType type, const std::string& repo, const std::string& commit) {
     if (m_state.public_now(type, repo, Access::files)) co_return true;
+    if (m_state.files_restricted_now(type, repo)) co_return false;
     auto access = co_await m_hub.access_of(type, repo, commit);
+    if (access && *access == RepoAccess::open) {
+      co_await m_state.saw_public(type, repo, Access::files);
+      co_return true;
+    }
+    m_state.saw_files_restricted(type, repo);
     if (!access) {
       spdlog::info("could not ask upstream whether {} is public: {}", repo_key(type, repo), access.error().message());
-      co_return false;
+    } else {
+      co_await m_state.saw_refusal(type, repo, Access::files);
     }
-    if (*access != RepoAccess::open) co_return false;
-    co_await m_state.saw_public(type, repo, Access::files);
-    co_return true;
+    co_return false;
   }
 
   // The rest of handle_file: everything that may ask upstream. A separate
@@ -193,8 +202,10 @@ class Service final : public HubService {
       const unsigned status = answer->status;
       if (status == 429) m_state.back_off(answer->headers, cred);
       if ((status >= 500 || status == 429) && co_await serve_last_known(ex, route, cred)) co_return;
-      const bool entry_missing = status == 404 && answer->headers["X-Error-Code"] == "EntryNotFound";
-      if (auth.empty() && (status == 401 || status == 403 || (status == 404 && !entry_missing))) {
+      // A missing file or revision says nothing about who may read the repo.
+      const auto code = answer->headers["X-Error-Code"];
+      const bool missing = status == 404 && (code == "EntryNotFound" || code == "RevisionNotFound");
+      if (auth.empty() && (status == 401 || status == 403 || (status == 404 && !missing))) {
         co_await m_state.saw_refusal(route.type, route.repo, Access::files);
       }
       ex.set_outcome("upstream");

@@ -35,7 +35,7 @@ std::string repo_key(core::RepoType type, const std::string& repo) {
 }
 
 HubState::HubState(CachePolicy policy, storage::DocumentStore& docs, net::thread_pool& blocking)
-    : m_policy(policy), m_docs(docs), m_blocking(blocking), m_public(policy.public_ttl) {}
+    : m_policy(policy), m_docs(docs), m_blocking(blocking), m_public(policy.public_ttl), m_restricted(policy.public_ttl) {}
 
 namespace {
 
@@ -58,6 +58,7 @@ std::string commit_key(core::RepoType type, const std::string& repo, const std::
 net::awaitable<void> HubState::saw_public(core::RepoType type, const std::string& repo, Access access) {
   const auto key = access_key(type, repo, access);
   m_public.mark(key);
+  m_restricted.forget(key);
   {
     std::lock_guard lock(m_mutex);
     if (!m_persisted_public.insert(key).second) co_return;
@@ -99,6 +100,14 @@ net::awaitable<bool> HubState::commit_was_public(core::RepoType type, const std:
 
 bool HubState::public_now(core::RepoType type, const std::string& repo, Access access) const {
   return m_public.is_public(access_key(type, repo, access));
+}
+
+void HubState::saw_files_restricted(core::RepoType type, const std::string& repo) {
+  m_restricted.mark(access_key(type, repo, Access::files));
+}
+
+bool HubState::files_restricted_now(core::RepoType type, const std::string& repo) const {
+  return m_restricted.is_public(access_key(type, repo, Access::files));
 }
 
 net::awaitable<bool> HubState::last_known_public(core::RepoType type, const std::string& repo, Access access) {

@@ -49,6 +49,10 @@ class HubState {
   net::awaitable<void> saw_refusal(core::RepoType type, const std::string& repo, Access access);
   // Public now (memory), or public when last seen (durable marker).
   bool public_now(core::RepoType type, const std::string& repo, Access access) const;
+  // The repo info said private or gated (or could not be read) for public_ttl:
+  // its files are not asked about again meanwhile. In memory only.
+  void saw_files_restricted(core::RepoType type, const std::string& repo);
+  bool files_restricted_now(core::RepoType type, const std::string& repo) const;
   // Files of this commit answered an anonymous request while the repo's files
   // were public (durable). Serving
   // while upstream cannot be asked needs this too, so a repo gated later
@@ -81,6 +85,7 @@ class HubState {
   storage::DocumentStore& m_docs;
   net::thread_pool& m_blocking;
   PublicRepos m_public;
+  PublicRepos m_restricted;  // same expiry, opposite verdict: files of these repos are not public
   mutable std::mutex m_mutex;
   std::unordered_map<std::string, std::int64_t> m_backoff_until_ms;  // cred -> steady ms; guarded by m_mutex
   std::set<std::string> m_persisted_public;  // guarded by m_mutex

@@ -58,6 +58,7 @@ function defaultScenario(opts) {
     cdnIgnoreRange: false, // true: the CDN answers every GET with 200 and the whole blob, as origins without range support do
     hubStatus: null, // {status, count, retryAfter, match, rateLimitOnly} same for Hub requests (match: substring of the path)
     privateRepos: null, // null or ["acme/tiny-dataset", ...]: these repos answer as private (simulates a visibility change)
+    gatedRepos: null, // null or ["acme/tiny-model", ...]: these repos answer as gated ("auto"), as when an owner gates a repo
   };
 }
 
@@ -502,7 +503,7 @@ export async function startFakeHub(opts = {}) {
       if (user) return errRepoNotFound(ctx), false;
       return errUnauthorized(ctx), false;
     }
-    if (repo.gated && scope === "content") {
+    if (gatedOf(repo) && scope === "content") {
       if (user && user.gatedAccess) return true;
       errGated(ctx, repo, ctx.token ? 403 : 401);
       return false;
@@ -510,6 +511,7 @@ export async function startFakeHub(opts = {}) {
     return true;
   }
   const isPrivate = (repo) => repo.private || (Array.isArray(sc.privateRepos) && sc.privateRepos.includes(repo.id));
+  const gatedOf = (repo) => (Array.isArray(sc.gatedRepos) && sc.gatedRepos.includes(repo.id) ? "auto" : repo.gated);
   /** Unknown repo: 404 RepoNotFound for a valid token, 401 otherwise. */
   function unknownRepo(ctx) {
     if (userOf(ctx)) errRepoNotFound(ctx);
@@ -792,23 +794,23 @@ export async function startFakeHub(opts = {}) {
     const common = { _id: repo._id, id: repo.id };
     if (repo.type === "model") {
       return {
-        ...common, private: repo.private, pipeline_tag: x.pipeline_tag, library_name: x.library_name,
+        ...common, private: isPrivate(repo), pipeline_tag: x.pipeline_tag, library_name: x.library_name,
         tags: x.tags, downloads: x.downloads, likes: x.likes, modelId: repo.id, author: repo.author,
-        sha: commit.sha, lastModified: commit.date, gated: repo.gated, disabled: false,
+        sha: commit.sha, lastModified: commit.date, gated: gatedOf(repo), disabled: false,
         "model-index": null, config: x.modelConfig ?? {}, cardData: x.cardData, transformersInfo: x.transformersInfo ?? {},
         siblings: siblingsOf(commit, blobs), spaces: [], createdAt: repo.createdAt, usedStorage,
       };
     }
     if (repo.type === "dataset") {
       return {
-        ...common, author: repo.author, sha: commit.sha, lastModified: commit.date, private: repo.private,
-        gated: repo.gated, disabled: false, tags: x.tags, description: x.description, downloads: x.downloads,
+        ...common, author: repo.author, sha: commit.sha, lastModified: commit.date, private: isPrivate(repo),
+        gated: gatedOf(repo), disabled: false, tags: x.tags, description: x.description, downloads: x.downloads,
         likes: x.likes, cardData: x.cardData, siblings: siblingsOf(commit, blobs), createdAt: repo.createdAt, usedStorage,
       };
     }
     return {
-      ...common, author: repo.author, sha: commit.sha, lastModified: commit.date, private: repo.private,
-      gated: repo.gated, disabled: false, host: `https://acme-tiny-space.hf.space`, subdomain: "acme-tiny-space",
+      ...common, author: repo.author, sha: commit.sha, lastModified: commit.date, private: isPrivate(repo),
+      gated: gatedOf(repo), disabled: false, host: `https://acme-tiny-space.hf.space`, subdomain: "acme-tiny-space",
       likes: x.likes, sdk: x.sdk, tags: x.tags, cardData: x.cardData, siblings: siblingsOf(commit, blobs),
       createdAt: repo.createdAt, usedStorage, runtime: { stage: "RUNNING", hardware: { current: "cpu-basic", requested: "cpu-basic" } },
     };

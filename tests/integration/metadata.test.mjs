@@ -634,20 +634,59 @@ test("answers fetched with a token are reused for that token only, even for a pu
   }));
 
 test("refs and commits at a branch follow --revision-ttl, not --metadata-ttl: where a branch points changes", { skip, timeout: 30000 }, () =>
-  withOwnHc("refs-ttl", ["--revision-ttl", "1s", "--metadata-ttl", "1h", "--stale-while-revalidate", "0"], async (url) => {
+  withOwnHc("refs-ttl", ["--revision-ttl", "2s", "--metadata-ttl", "1h", "--stale-while-revalidate", "0"], async (url) => {
+    // Answers' ages are kept in whole seconds: 2 s, so that "at once" is within it.
     for (const p of [`/api/models/${REPO}/refs`, `/api/models/${REPO}/commits/main`]) {
       oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), `${p} cold`);
       zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), `${p} again at once`);
     }
-    await sleep(1300); // > --revision-ttl 1s
+    await sleep(2300); // > --revision-ttl 2s
     for (const p of [`/api/models/${REPO}/refs`, `/api/models/${REPO}/commits/main`]) {
       oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", p)), `${p} after --revision-ttl`);
     }
     // A commit's history never changes: it keeps --metadata-ttl.
     const pinned = `/api/models/${REPO}/commits/${tiny.mainCommit}`;
     oneHub(await upstreamDuring(fake, () => pyApi(url, "GET", pinned)), "commits at a commit, cold");
-    await sleep(1300);
+    await sleep(2300);
     zeroHub(await upstreamDuring(fake, () => pyApi(url, "GET", pinned)), "commits at a commit, after --revision-ttl");
+  }));
+
+test("a repo gated after it was public: its README's answer ends the files' public status, also for serving while the Hub is down", { skip, timeout: 30000 }, () =>
+  withOwnHc("gated-later", ["--public-ttl", "1s"], async (url) => {
+    const at = (p) => `/${REPO}/resolve/${tiny.mainCommit}/${p}`;
+    const weights = tiny.files["model.safetensors"];
+    try {
+      const first = await http1(url, "GET", at("config.json"));
+      assert.equal(first.status, 200, `public: ${desc(first)}`); // the repo info says public: markers written
+      fake.scenario({ gatedRepos: [REPO] });
+      const granted = await http1(url, "GET", at("model.safetensors"), { headers: { Authorization: "Bearer hf_granted" } });
+      assert.equal(granted.sha256, weights.sha256, `hf_granted fills the weights: ${desc(granted)}`);
+      await sleep(1300); // > --public-ttl 1s
+      const readme = await http1(url, "GET", at("README.md"));
+      assert.equal(readme.status, 200, `the README answers anyone: ${desc(readme)}`);
+      fake.scenario({ hubStatus: { status: 503, count: "always" } });
+      for (const p of ["model.safetensors", "config.json"]) {
+        const r = await http1(url, "GET", at(p));
+        assert.ok(r.status >= 500, `anonymous ${p} with the Hub down: ${desc(r)}`);
+        assert.notEqual(r.sha256, tiny.files[p].sha256, `anonymous ${p}: not served`);
+      }
+    } finally {
+      fake.scenario({ gatedRepos: null, hubStatus: null });
+    }
+  }));
+
+test("an anonymous RevisionNotFound (file or API) does not end a public repo's status", { skip, timeout: 30000 }, () =>
+  withOwnHc("revision-not-found", [], async (url) => {
+    const f = `/${REPO}/resolve/${tiny.mainCommit}/config.json`;
+    assert.equal((await http1(url, "GET", f)).status, 200, "fill");
+    zeroHub(await upstreamDuring(fake, () => http1(url, "GET", f)), "a public repo's cached file");
+    const file = await http1(url, "GET", `/${REPO}/resolve/no-such-branch/config.json`);
+    assert.equal(file.status, 404, desc(file));
+    assert.equal(file.headers["x-error-code"], "RevisionNotFound");
+    const api = await pyApi(url, "GET", `/api/models/${REPO}/revision/no-such-branch`);
+    assert.equal(api.status, 404, desc(api));
+    assert.equal(api.headers["x-error-code"], "RevisionNotFound");
+    zeroHub(await upstreamDuring(fake, () => http1(url, "GET", f)), "still served without asking the Hub");
   }));
 
 test("a token's cached answer is asked again after --public-ttl: the token's rights may have changed", { skip, timeout: 30000 }, () =>

@@ -6,7 +6,8 @@
 //   caller reads it sequentially from the start (what a client downloading
 //   a file does), copied into L1 on the way ("tee"): no second GCS read, and
 //   the next request is an L1 hit. The copy is verified by L1's commit like
-//   any fill; a partial or out-of-order read leaves L1 untouched.
+//   any fill; one that fails the check deletes the L2 object. A partial or
+//   out-of-order read leaves L1 untouched.
 // - create(): writes L1 only. After L1 has committed, the blob is uploaded to
 //   L2 in the background through a bounded queue (the caller never waits for
 //   GCS); it never blocks a fill. The upload is verified
@@ -91,6 +92,7 @@ struct TieredStats {
   std::uint64_t uploads_retried = 0;  // queued again by a retry pass
   std::uint64_t promoted = 0;         // L2 hits copied into L1
   std::uint64_t lease_waits = 0;      // create() calls that found another replica's lease
+  std::uint64_t l2_corrupt = 0;       // L2 blobs whose bytes failed the copy's sha256 check (then deleted)
 };
 
 class TieredBlobStore : public BlobStore {

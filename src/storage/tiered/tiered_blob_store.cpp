@@ -41,7 +41,7 @@ constexpr milliseconds k_default_cooldown{30'000};
 
 struct Counters {
   std::atomic<std::uint64_t> l2_hits{0}, l2_errors{0}, uploads{0}, uploads_failed{0}, uploads_dropped{0},
-      uploads_retried{0}, promoted{0}, lease_waits{0};
+      uploads_retried{0}, promoted{0}, lease_waits{0}, l2_corrupt{0};
 };
 
 // A lease this replica holds on one blob: renewed on its own strand until
@@ -61,6 +61,17 @@ std::string lease_body(const std::string& holder, milliseconds ttl) {
   return nlohmann::json{{"holder", holder}, {"expires_unix_ms", unix_ms() + ttl.count()}}.dump();
 }
 
+// An upload waiting in the queue, or remembered for a retry.
+struct Upload {
+  core::Sha256 key;
+  LeasePtr lease;         // released after the upload, if any
+  unsigned failures = 0;  // uploads of it that failed so far
+};
+
+// A blob whose upload failed this often (each time after every
+// GcsRetryPolicy attempt) is given up: something about it, not GCS, is wrong.
+constexpr unsigned k_max_upload_failures = 8;
+
 class Tiers : public std::enable_shared_from_this<Tiers> {
  public:
   Tiers(std::unique_ptr<BlobStore> l1_store, std::shared_ptr<GcsBlobStore> l2_store, TieredOptions opts,
@@ -79,40 +90,42 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
 
   // ---- background uploads ----
   void enqueue_upload(const core::Sha256& key, LeasePtr lease) {
-    bool start_worker = false;
-    bool full = false;
-    {
-      std::lock_guard lock(m_mutex);
-      if (m_queue.size() >= options.upload_queue) {
-        full = true;
-      } else {
-        m_queue.push_back({key, std::move(lease)});
-        if (m_workers < std::max(1u, options.upload_workers)) {
-          ++m_workers;
-          start_worker = true;
-        }
-      }
-    }
-    if (full) {
-      release_later(std::move(lease));
-      retry_later(key, "the upload queue is full");
-      return;
-    }
-    if (start_worker) net::co_spawn(executor, upload_worker(shared_from_this()), net::detached);
+    if (!push_upload({key, std::move(lease), 0})) retry_later(key, 0, "the upload queue is full");
     retry_pass(false);
   }
 
-  // Remembers `key` to be queued again by the next retry pass.
-  void retry_later(const core::Sha256& key, std::string_view why) {
+  // Queues `job` and starts a worker if fewer than upload_workers run; false
+  // (the lease released) when the queue is full.
+  bool push_upload(Upload job) {
+    bool start_worker = false;
+    {
+      std::lock_guard lock(m_mutex);
+      if (m_queue.size() >= options.upload_queue) {
+        release_later(std::move(job.lease));
+        return false;
+      }
+      m_queue.push_back(std::move(job));
+      if (m_workers < std::max(1u, options.upload_workers)) {
+        ++m_workers;
+        start_worker = true;
+      }
+    }
+    if (start_worker) net::co_spawn(executor, upload_worker(shared_from_this()), net::detached);
+    return true;
+  }
+
+  // Remembers `key` (after `failures` failed uploads) for the next retry pass.
+  void retry_later(const core::Sha256& key, unsigned failures, std::string_view why) {
     std::lock_guard lock(m_mutex);
-    if (std::find(m_unsent.begin(), m_unsent.end(), key) != m_unsent.end()) return;
-    if (m_unsent.size() >= options.upload_queue) {
+    if (std::any_of(m_unsent.begin(), m_unsent.end(), [&](const Upload& u) { return u.key == key; })) return;
+    if (failures >= k_max_upload_failures || m_unsent.size() >= options.upload_queue) {
       ++counters.uploads_dropped;
-      spdlog::warn("gcs: not uploading {} ({}): {} blobs already wait for a retry", key.hex(), why, m_unsent.size());
+      spdlog::warn("gcs: giving up the upload of {} ({}; {} failed, {} blobs wait for a retry)", key.hex(), why,
+                   failures, m_unsent.size());
       return;
     }
-    m_unsent.push_back(key);
-    spdlog::info("gcs: upload of {} to be tried again ({})", key.hex(), why);
+    m_unsent.push_back({key, nullptr, failures});
+    spdlog::debug("gcs: upload of {} to be tried again ({})", key.hex(), why);
   }
 
   // A retry pass queues every remembered blob again. It runs when an upload
@@ -121,16 +134,24 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
   // the replica is idle (its disk still has the blobs; a replica that misses
   // one pulls and uploads it itself).
   void retry_pass(bool gcs_works) {
-    std::vector<core::Sha256> keys;
+    std::vector<Upload> jobs;
     {
       std::lock_guard lock(m_mutex);
       const auto now = Clock::now();
       if (m_unsent.empty() || (!gcs_works && now - m_last_pass < options.upload_retry)) return;
       m_last_pass = now;
-      keys.swap(m_unsent);
+      jobs.swap(m_unsent);
     }
-    counters.uploads_retried += keys.size();
-    for (const auto& key : keys) enqueue_upload(key, nullptr);
+    spdlog::info("gcs: trying {} earlier uploads again", jobs.size());
+    for (auto& job : jobs) {
+      const auto key = job.key;
+      const unsigned failures = job.failures;
+      if (push_upload(std::move(job))) {
+        ++counters.uploads_retried;
+      } else {
+        retry_later(key, failures, "the upload queue is full");
+      }
+    }
   }
 
   static net::awaitable<void> upload_worker(std::shared_ptr<Tiers> self) {
@@ -145,12 +166,12 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
         job = std::move(self->m_queue.front());
         self->m_queue.pop_front();
       }
-      co_await self->upload_one(job.key);
+      co_await self->upload_one(job.key, job.failures);
       if (job.lease) co_await self->release(job.lease);
     }
   }
 
-  net::awaitable<void> upload_one(const core::Sha256& key) {
+  net::awaitable<void> upload_one(const core::Sha256& key, unsigned failures) {
     auto reader = co_await l1->open(key);  // pins it while it is read
     if (!reader || !*reader) {
       ++counters.uploads_failed;
@@ -162,7 +183,7 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
     if (!uploaded) {
       ++counters.uploads_failed;
       l2_failed("upload " + key.hex(), uploaded.error());
-      retry_later(key, uploaded.error().message());
+      retry_later(key, failures + 1, uploaded.error().message());
       co_return;
     }
     ++counters.uploads;
@@ -254,16 +275,12 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
   Counters counters;
 
  private:
-  struct Upload {
-    core::Sha256 key;
-    LeasePtr lease;
-  };
   std::atomic<int> m_busy{0};  // tee commits in flight
   std::mutex m_mutex;
   std::deque<Upload> m_queue;  // guarded by m_mutex
   unsigned m_workers = 0;      // guarded by m_mutex
   // Blobs to upload again at the next retry pass (at most upload_queue).
-  std::vector<core::Sha256> m_unsent;  // guarded by m_mutex
+  std::vector<Upload> m_unsent;        // guarded by m_mutex
   Clock::time_point m_last_pass = Clock::now();  // guarded by m_mutex
 };
 
@@ -341,16 +358,26 @@ class TeeReader final : public BlobReader {
     }
     if (m_copy->written() == size()) {
       m_tiers->busy(1);
-      net::co_spawn(m_tiers->executor, commit_copy(m_tiers, std::move(m_copy)), net::detached);
+      net::co_spawn(m_tiers->executor, commit_copy(m_tiers, std::move(m_copy), m_key), net::detached);
     }
     co_return n;
   }
 
  private:
-  static net::awaitable<void> commit_copy(std::shared_ptr<Tiers> tiers, BlobWriterPtr copy) {
-    auto key = co_await copy->commit();
-    if (key) ++tiers->counters.promoted;
+  static net::awaitable<void> commit_copy(std::shared_ptr<Tiers> tiers, BlobWriterPtr copy, core::Sha256 key) {
+    auto committed = co_await copy->commit();
     copy.reset();
+    if (committed) {
+      ++tiers->counters.promoted;
+    } else if (committed.error() == errc::integrity_mismatch) {
+      // The bucket holds other bytes under this name (a disk that rotted
+      // before its upload, say). Removed, no replica serves them again: the
+      // next miss pulls the file from upstream and uploads it anew.
+      ++tiers->counters.l2_corrupt;
+      auto removed = co_await tiers->l2->remove(key);
+      spdlog::error("gcs: blob {} in the bucket does not match its sha256: {}", key.hex(),
+                    removed ? "deleted" : "could not delete it: " + removed.error().message());
+    }
     tiers->busy(-1);
   }
 
@@ -401,13 +428,16 @@ class TieredStore final : public TieredBlobStore {
   TieredStats stats() const override {
     const Counters& c = m_tiers->counters;
     return {c.l2_hits.load(), c.l2_errors.load(), c.uploads.load(), c.uploads_failed.load(),
-            c.uploads_dropped.load(), c.uploads_retried.load(), c.promoted.load(), c.lease_waits.load()};
+            c.uploads_dropped.load(), c.uploads_retried.load(), c.promoted.load(), c.lease_waits.load(),
+            c.l2_corrupt.load()};
   }
 
   net::awaitable<bool> idle(milliseconds limit) override {
     const auto start = Clock::now();
     while (!m_tiers->idle()) {
-      if (Clock::now() - start >= limit) co_return false;
+      // In milliseconds: limit may be milliseconds::max(), beyond what the
+      // clock's nanoseconds hold.
+      if (std::chrono::duration_cast<milliseconds>(Clock::now() - start) >= limit) co_return false;
       co_await sleep_for(milliseconds(20));
     }
     co_return true;

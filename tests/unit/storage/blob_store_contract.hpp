@@ -33,8 +33,10 @@
 #include <boost/asio/thread_pool.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <optional>
@@ -66,6 +68,23 @@ inline std::string filler(std::size_t size, char seed) {
   for (std::size_t i = 0; i < size; ++i) out[i] = static_cast<char>(seed + static_cast<char>(i * 7 % 251));
   return out;
 }
+
+// A reader of bytes in memory: an upload source that need not match its key.
+class StringReader final : public BlobReader {
+ public:
+  explicit StringReader(std::string data) : m_data(std::move(data)) {}
+  std::uint64_t size() const override { return m_data.size(); }
+  boost::asio::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
+    if (offset >= m_data.size()) co_return std::size_t{0};
+    const std::size_t n = std::min<std::size_t>(buf.size(), m_data.size() - offset);
+    std::memcpy(buf.data(), m_data.data() + offset, n);
+    co_return n;
+  }
+  int native_handle() const noexcept override { return -1; }
+
+ private:
+  std::string m_data;
+};
 
 // Regular files below `dir`, dot-files (lock files) not counted.
 inline std::size_t count_files(const fs::path& dir) {

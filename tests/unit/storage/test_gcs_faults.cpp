@@ -193,22 +193,6 @@ TEST_F(GcsFaultTest, UploadStoredWithOtherBytesIsDeletedAndFails) {
 }
 
 // A blob in memory, as the disk tier's reader would hand it to upload().
-class StringReader final : public BlobReader {
- public:
-  explicit StringReader(std::string data) : m_data(std::move(data)) {}
-  std::uint64_t size() const override { return m_data.size(); }
-  boost::asio::awaitable<result<std::size_t>> read_at(std::uint64_t offset, std::span<std::byte> buf) override {
-    if (offset >= m_data.size()) co_return std::size_t{0};
-    const std::size_t n = std::min<std::size_t>(buf.size(), m_data.size() - offset);
-    std::memcpy(buf.data(), m_data.data() + offset, n);
-    co_return n;
-  }
-  int native_handle() const noexcept override { return -1; }
-
- private:
-  std::string m_data;
-};
-
 // upload() (the tiered store's path, straight from the disk tier) checks
 // what GCS stored against the MD5 of the bytes it read, like commit().
 TEST_F(GcsFaultTest, UploadFromAReaderIsVerified) {

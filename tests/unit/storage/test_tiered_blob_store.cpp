@@ -195,6 +195,31 @@ TEST_F(TieredBlobStoreTest, PartialReadOfAGcsHitLeavesTheDiskAlone) {
   EXPECT_EQ(count_files(m_dir.path() / "b" / "disk" / "blobs"), 0u);
 }
 
+// A bucket object whose bytes are not those of its name (uploaded from a disk
+// that rotted): the copy into L1 fails its sha256 check, is not committed,
+// and the object is deleted so that no replica serves it again.
+TEST_F(TieredBlobStoreTest, AGcsBlobThatFailsItsCheckIsDeleted) {
+  open_replica("b");
+  const std::string good = filler(50'000, 'g');
+  std::string bad = good;
+  bad[12'345] ^= 1;
+  const auto key = sha256_of(good);
+  auto raw = bucket();
+  StringReader source(bad);
+  ASSERT_TRUE(test::run(m_ioc, raw->upload(key, source)).has_value());
+  ASSERT_TRUE(in_bucket(key));
+
+  auto reader = open_blob(key);
+  ASSERT_NE(reader, nullptr);
+  EXPECT_EQ(read_all(*reader), bad) << "streamed before the check, as any GCS hit";
+  reader.reset();
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().promoted, 0u);
+  EXPECT_EQ(m_tiered->stats().l2_corrupt, 1u);
+  EXPECT_FALSE(in_bucket(key)) << "deleted";
+  EXPECT_FALSE(is_stored(key)) << "not on disk either";
+}
+
 // What a HEAD does: open, look at the size, drop the reader. No disk space is
 // reserved for a copy (reserving evicts other blobs when the disk is full).
 TEST_F(TieredBlobStoreTest, AGcsHitOpenedButNotReadReservesNoDisk) {
