@@ -119,10 +119,11 @@ class GcsBlobStore : public BlobStore {
  public:
   // Uploads a blob verified elsewhere (the disk tier) straight from
   // `source`, without spooling it again. Create-once as commit(): an
-  // existing object counts as success. Verified: the size and MD5 GCS
-  // reports must match the bytes read, else the object is deleted and
-  // errc::integrity_mismatch returned. REQUIRES: source holds source.size()
-  // bytes whose sha256 is `key`, and outlives the call.
+  // existing object counts as success. Verified twice, each failure
+  // returning errc::integrity_mismatch: the sha256 of the bytes read must be
+  // `key` before the last of them is sent (else GCS never makes an object of
+  // them), and the size and MD5 GCS reports must match them (else the object
+  // is deleted). REQUIRES: source outlives the call.
   virtual net::awaitable<result<void>> upload(const core::Sha256& key, BlobReader& source) = 0;
 
   // Small objects at <prefix><name> (REQUIRES: name does not start with

@@ -410,10 +410,16 @@ class GcsStoreImpl final : public GcsBlobStore {
   }
 
   net::awaitable<result<void>> upload(const core::Sha256& key, BlobReader& source) override {
-    // MD5 of the bytes as they are read. A failed resumable chunk is read
-    // again from an earlier offset; only bytes past `hashed` are new.
+    // MD5 (what GCS checks) and sha256 (the name) of the bytes as they are
+    // read. A failed resumable chunk is read again from an earlier offset;
+    // only bytes past `hashed` are new. The last chunk is handed over only
+    // once the sha256 matched: before it, GCS has no object, so bytes that
+    // changed on disk since their verification never become visible.
     Md5Hasher md5;
+    util::Sha256Hasher sha256;
+    std::optional<bool> sha256_matches;
     std::uint64_t hashed = 0;
+    const std::uint64_t size = source.size();
     const gcs::ContentReader read = [&](std::uint64_t offset, std::size_t length) -> net::awaitable<result<std::string>> {
       std::string chunk(length, '\0');
       std::size_t got = 0;
@@ -424,8 +430,15 @@ class GcsStoreImpl final : public GcsBlobStore {
         got += *n;
       }
       if (offset + length > hashed && offset <= hashed) {
-        md5.update(std::as_bytes(std::span(chunk)).subspan(static_cast<std::size_t>(hashed - offset)));
+        const auto fresh = std::as_bytes(std::span(chunk)).subspan(static_cast<std::size_t>(hashed - offset));
+        md5.update(fresh);
+        sha256.update(fresh);
         hashed = offset + length;
+      }
+      if (hashed == size && !sha256_matches) sha256_matches = sha256.finish() == key;
+      if (offset + length == size && !sha256_matches.value_or(false)) {
+        spdlog::error("gcs: not uploading {}: the bytes read do not match the name", key.hex());
+        co_return make_err(errc::integrity_mismatch);
       }
       co_return chunk;
     };

@@ -227,6 +227,34 @@ TEST_F(GcsFaultTest, UploadFromAReaderIsVerified) {
   EXPECT_EQ(m_store->usage().blobs, 1u);
 }
 
+// Bytes that are not their name (a disk that rotted after the blob was
+// verified): nothing is sent that would make an object of them, in one
+// request or resumable.
+TEST_F(GcsFaultTest, UploadOfBytesThatAreNotTheirNameStoresNothing) {
+  int sends = 0;
+  start([&](const Request& request) {
+    std::lock_guard lock(m_mutex);
+    if (request.method() == boost::beast::http::verb::get) return Reply{http_response(404, "")};
+    if (request.method() == boost::beast::http::verb::post && std::string(request.target()).find("uploadType=resumable") != std::string::npos) {
+      return Reply{http_response(200, "", "Location: " + m_server->url("/upload/session/1") + "\r\n")};
+    }
+    ++sends;  // a multipart upload, or a chunk of the session
+    return Reply{http_response(308, "", "Range: bytes=0-" + std::to_string(k_chunk - 1) + "\r\n")};
+  });
+  auto& gcs = dynamic_cast<GcsBlobStore&>(*m_store);
+  for (const std::size_t size : {std::size_t{1000}, std::size_t{k_chunk + 1000}}) {
+    const std::string data = filler(size, 'r');
+    std::string rotted = data;
+    rotted[size / 2] ^= 1;
+    StringReader source(rotted);
+    auto failed = test::run(m_ioc, gcs.upload(sha256_of(data), source));
+    ASSERT_FALSE(failed.has_value()) << size;
+    EXPECT_EQ(failed.error(), errc::integrity_mismatch) << size;
+  }
+  std::lock_guard lock(m_mutex);
+  EXPECT_EQ(sends, 1) << "only the resumable upload's first chunk went out; never a last one";
+}
+
 // The connection drops after part of the body: the reader asks again from
 // where it got to.
 TEST_F(GcsFaultTest, ReaderResumesAfterADroppedConnection) {
