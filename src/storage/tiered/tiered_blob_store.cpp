@@ -180,6 +180,14 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
     }
     const auto started = Clock::now();
     auto uploaded = co_await l2->upload(key, ***reader);
+    if (!uploaded && uploaded.error() == errc::integrity_mismatch) {
+      // The disk's bytes are not the blob's any more (changed since they were
+      // verified): not GCS's fault, and no retry will fix them.
+      ++counters.uploads_failed;
+      ++counters.uploads_dropped;
+      spdlog::error("gcs: not uploading {}: its bytes on disk no longer match its sha256", key.hex());
+      co_return;
+    }
     if (!uploaded) {
       ++counters.uploads_failed;
       l2_failed("upload " + key.hex(), uploaded.error());

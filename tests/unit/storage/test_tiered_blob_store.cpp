@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
@@ -355,6 +356,39 @@ TEST_F(TieredBlobStoreTest, WhileGcsIsDownANewUploadRetriesTheOthers) {
   EXPECT_EQ(m_tiered->stats().uploads, 0u);
   EXPECT_EQ(m_tiered->stats().uploads_failed, 6u);  // 1 + 2 + 3 attempts
   EXPECT_FALSE(in_bucket(first));
+}
+
+// A blob whose bytes on disk changed after their verification (while its
+// upload waited for GCS): its upload is refused before GCS makes an object of
+// it, without counting against GCS or being tried again.
+TEST_F(TieredBlobStoreTest, ABlobThatChangedOnDiskIsNotUploaded) {
+  SwitchableGcs gcs;
+  TieredOptions options = without_leases();
+  options.upload_retry = 1h;
+  options.breaker = std::make_shared<GcsBreaker>(1ms);
+  open_replica("a", options, gcs.endpoint(), 2s);
+  const auto key = put(filler(5000, 'c'));
+  wait_idle();
+  ASSERT_EQ(m_tiered->stats().uploads, 0u);
+  {
+    const auto hex = key.hex();
+    std::fstream blob(m_dir.path() / "a" / "disk" / "blobs" / hex.substr(0, 2) / hex,
+                      std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(blob.good());
+    blob.seekp(1234);
+    blob.put('#');
+  }
+  gcs.down = false;
+  const auto errors = m_tiered->stats().l2_errors;
+  const auto next = put(filler(5000, 'n'));  // uploaded; then the changed one is tried again
+  wait_idle();
+  const auto stats = m_tiered->stats();
+  EXPECT_EQ(stats.uploads, 1u);
+  EXPECT_EQ(stats.uploads_retried, 1u);
+  EXPECT_EQ(stats.uploads_dropped, 1u);
+  EXPECT_EQ(stats.l2_errors, errors) << "not counted as a GCS failure";
+  EXPECT_TRUE(in_bucket(next));
+  EXPECT_FALSE(in_bucket(key));
 }
 
 // More blobs waiting for a retry than upload_queue: the rest are dropped
