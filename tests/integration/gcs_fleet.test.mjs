@@ -338,7 +338,8 @@ test("Hub stopped: replica C with an empty disk serves the snapshot from GCS (bl
 });
 
 test("GCS outage: replicas keep serving from disk and upstream", { skip, timeout: 120000 }, async () => {
-  const f = await startReplica("F");
+  // A short grace: uploads still running at SIGTERM would outlast it, and say so.
+  const f = await startReplica("F", ["--shutdown-grace", "2s"]);
   const a = fleet.all.find((r) => r.name === "A");
   emulator.proc.kill("SIGKILL");
   await emulator.exited;
@@ -350,5 +351,10 @@ test("GCS outage: replicas keep serving from disk and upstream", { skip, timeout
     await getFile(a.hc.url, `/${REPO}/resolve/main/big.bin`, tiny.files["big.bin"], "A, GCS down");
     await getFile(a.hc.url, `/datasets/${DS}/resolve/main/data/train.csv`, fake.repos[DS].files["data/train.csv"], "A, GCS down, new file");
     assert.match(f.hc.logs(), /gcs unavailable/, "the outage is logged");
+    // Uploads are not tried while GCS is known to be down (each attempt would spend the GCS retry
+    // budget, seconds per blob), so none is left running to hold F's SIGTERM to the end of its grace.
+    const e = await fleet.stop(f);
+    assert.equal(e.code, 0, `F's exit: ${JSON.stringify(e)}`);
+    assert.doesNotMatch(f.hc.logs(), /gcs uploads still running at the end of the shutdown grace/, "F waited out its grace");
   });
 });

@@ -12,9 +12,10 @@
 //   L2 in the background through a bounded queue (the caller never waits for
 //   GCS); it never blocks a fill. The upload is verified
 //   (GcsBlobStore::upload). A blob whose upload failed, or that found the
-//   queue full, is remembered (at most upload_queue of them, in memory only)
-//   and queued again when an upload succeeds, or when a new blob is queued
-//   upload_retry after the last such pass.
+//   queue full, or whose turn came while the breaker was open (not tried),
+//   is remembered (at most upload_queue of them, in memory only) and queued
+//   again when an upload succeeds, or, with the breaker closed, when a blob
+//   is opened or queued upload_retry after the last such pass.
 // - Leases: before filling a blob known by its sha256 (LFS files), create()
 //   takes a lease object in L2 (<prefix>leases/<sha256>, created with
 //   ifGenerationMatch=0, holding the holder id and an expiry that is renewed
@@ -25,8 +26,9 @@
 //   a lease.
 // - A GCS outage degrades to L1 + upstream: L2 errors are logged and
 //   counted, never returned by open() or create(). After an L2 failure,
-//   reads and leases skip L2 for a while (TieredOptions::breaker), so misses
-//   do not each pay GCS's retry budget; background uploads keep trying.
+//   reads, leases and uploads skip L2 for a while (TieredOptions::breaker),
+//   so misses do not each pay GCS's retry budget and a shutdown does not
+//   wait for uploads that cannot succeed.
 //
 // Thread safety: as BlobStore. Background work (uploads, lease renewals,
 // committing a tee) runs on the executor given at construction and holds
@@ -55,10 +57,11 @@ struct TieredOptions {
   // so the bound limits pending work, not memory; 1000 covers the burst of a
   // large snapshot while a slow uplink catches up.
   std::size_t upload_queue = 1000;
-  // Blobs whose upload failed (every GcsRetryPolicy attempt used: GCS down)
-  // or found the queue full are queued again as soon as an upload succeeds,
-  // and while uploads keep failing, by a new blob's upload at most this
-  // often. The breaker's cooldown: GCS was found unusable for as long.
+  // Blobs whose upload failed (every GcsRetryPolicy attempt used: GCS down),
+  // was skipped (breaker open) or found the queue full are queued again as
+  // soon as an upload succeeds, and otherwise by an open() or a new blob's
+  // upload at most this often, once the breaker has closed. The breaker's
+  // cooldown: GCS was found unusable for as long.
   std::chrono::milliseconds upload_retry{30'000};
   // Uploads at once. Each streams one blob in GcsOptions::chunk_size
   // requests; 2 keeps GCS busy without taking all of a replica's uplink.

@@ -125,15 +125,17 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
       return;
     }
     m_unsent.push_back({key, nullptr, failures});
+    m_have_unsent = true;
     spdlog::debug("gcs: upload of {} to be tried again ({})", key.hex(), why);
   }
 
   // A retry pass queues every remembered blob again. It runs when an upload
-  // succeeds (GCS works again), and when a new blob is queued and upload_retry
-  // has passed since the last pass; no timer of its own, so nothing runs while
-  // the replica is idle (its disk still has the blobs; a replica that misses
-  // one pulls and uploads it itself).
+  // succeeds (GCS works again), and when a blob is opened or a new one queued
+  // and upload_retry has passed since the last pass; never while the breaker
+  // is open. No timer of its own: nothing runs while the replica is idle (its
+  // disk still has the blobs; a replica that misses one fills it itself).
   void retry_pass(bool gcs_works) {
+    if (!m_have_unsent.load(std::memory_order_relaxed) || !l2_usable()) return;
     std::vector<Upload> jobs;
     {
       std::lock_guard lock(m_mutex);
@@ -141,6 +143,7 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
       if (m_unsent.empty() || (!gcs_works && now - m_last_pass < options.upload_retry)) return;
       m_last_pass = now;
       jobs.swap(m_unsent);
+      m_have_unsent = false;
     }
     spdlog::info("gcs: trying {} earlier uploads again", jobs.size());
     for (auto& job : jobs) {
@@ -171,7 +174,16 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
     }
   }
 
+  // Remembers `key` without trying it: the breaker is open, so GCS failed
+  // moments ago and an attempt would only spend its retry budget (seconds per
+  // blob, which a SIGTERM would otherwise wait for).
+  void defer_upload(const core::Sha256& key, unsigned failures) { retry_later(key, failures, "GCS is unavailable"); }
+
   net::awaitable<void> upload_one(const core::Sha256& key, unsigned failures) {
+    if (!l2_usable()) {
+      defer_upload(key, failures);
+      co_return;
+    }
     auto reader = co_await l1->open(key);  // pins it while it is read
     if (!reader || !*reader) {
       ++counters.uploads_failed;
@@ -256,6 +268,7 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
     if (lease->released) co_return;
     lease->released = true;
     lease->timer.cancel();
+    if (!self->l2_usable()) co_return;  // GCS is failing: the lease expires by itself
     auto deleted = co_await self->l2->delete_object(lease->name, lease->generation);
     (void)deleted;  // a lease left behind expires by itself
   }
@@ -289,6 +302,7 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
   unsigned m_workers = 0;      // guarded by m_mutex
   // Blobs to upload again at the next retry pass (at most upload_queue).
   std::vector<Upload> m_unsent;        // guarded by m_mutex
+  std::atomic<bool> m_have_unsent{false};  // !m_unsent.empty(), read without the lock
   Clock::time_point m_last_pass = Clock::now();  // guarded by m_mutex
 };
 
@@ -401,6 +415,7 @@ class TieredStore final : public TieredBlobStore {
   explicit TieredStore(std::shared_ptr<Tiers> tiers) : m_tiers(std::move(tiers)) {}
 
   net::awaitable<result<std::optional<BlobReaderPtr>>> open(const core::Sha256& key) override {
+    m_tiers->retry_pass(false);
     auto local = co_await m_tiers->l1->open(key);
     if (!local || *local || !m_tiers->l2_usable()) co_return std::move(local);
     auto remote = co_await m_tiers->l2->open(key);

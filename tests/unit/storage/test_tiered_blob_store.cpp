@@ -315,6 +315,7 @@ class SwitchableGcs {
 TEST_F(TieredBlobStoreTest, FailedUploadsAreTriedAgainOnceGcsWorks) {
   SwitchableGcs gcs;
   TieredOptions options = without_leases();
+  options.breaker = std::make_shared<GcsBreaker>(0ms);  // every upload is tried
   options.upload_queue = 4;
   options.upload_workers = 1;
   options.upload_retry = 1h;  // no pass while GCS is down
@@ -342,6 +343,7 @@ TEST_F(TieredBlobStoreTest, FailedUploadsAreTriedAgainOnceGcsWorks) {
 TEST_F(TieredBlobStoreTest, WhileGcsIsDownANewUploadRetriesTheOthers) {
   SwitchableGcs gcs;
   TieredOptions options = without_leases();
+  options.breaker = std::make_shared<GcsBreaker>(0ms);  // every upload is tried
   options.upload_retry = 0ms;
   open_replica("a", options, gcs.endpoint(), 2s);
   const auto first = put(filler(3000, 'f'));
@@ -358,6 +360,38 @@ TEST_F(TieredBlobStoreTest, WhileGcsIsDownANewUploadRetriesTheOthers) {
   EXPECT_FALSE(in_bucket(first));
 }
 
+// While the breaker is open, uploads are not tried (each would spend GCS's
+// retry budget, seconds, and a SIGTERM waits for running uploads): they are
+// remembered, and the next open() after the breaker has closed queues them
+// again, without a new blob to start the pass.
+TEST_F(TieredBlobStoreTest, WhileTheBreakerIsOpenUploadsWaitForIt) {
+  SwitchableGcs gcs;
+  TieredOptions options = without_leases();
+  options.breaker = std::make_shared<GcsBreaker>(1h);
+  options.upload_workers = 1;
+  options.upload_retry = 0ms;
+  open_replica("a", options, gcs.endpoint(), 2s);
+  std::vector<core::Sha256> keys;
+  for (char seed : {'p', 'q', 'r'}) keys.push_back(put(filler(3000, seed)));
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().uploads_failed, 1u) << "only the first upload was tried";
+  EXPECT_EQ(m_tiered->stats().l2_errors, 1u);
+
+  gcs.down = false;
+  EXPECT_TRUE(is_stored(keys[0]));
+  wait_idle();
+  EXPECT_EQ(m_tiered->stats().uploads_retried, 0u) << "nothing is tried while the breaker is open";
+
+  options.breaker->succeeded();  // e.g. a GCS read worked again
+  EXPECT_TRUE(is_stored(keys[0]));
+  wait_idle();
+  const auto stats = m_tiered->stats();
+  EXPECT_EQ(stats.uploads, keys.size());
+  EXPECT_EQ(stats.uploads_retried, keys.size());
+  EXPECT_EQ(stats.uploads_failed, 1u);
+  for (const auto& key : keys) EXPECT_TRUE(in_bucket(key)) << key.hex();
+}
+
 // A blob whose bytes on disk changed after their verification (while its
 // upload waited for GCS): its upload is refused before GCS makes an object of
 // it, without counting against GCS or being tried again.
@@ -365,7 +399,7 @@ TEST_F(TieredBlobStoreTest, ABlobThatChangedOnDiskIsNotUploaded) {
   SwitchableGcs gcs;
   TieredOptions options = without_leases();
   options.upload_retry = 1h;
-  options.breaker = std::make_shared<GcsBreaker>(1ms);
+  options.breaker = std::make_shared<GcsBreaker>(0ms);  // every upload is tried
   open_replica("a", options, gcs.endpoint(), 2s);
   const auto key = put(filler(5000, 'c'));
   wait_idle();
