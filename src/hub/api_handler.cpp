@@ -136,6 +136,17 @@ std::chrono::milliseconds ApiHandler::ttl_for(const ApiRoute& route, const Cache
   return p.metadata_ttl;
 }
 
+namespace {
+// Conditional and range headers are one caller's: the answer to a fetch is
+// shared with the callers that join it and kept for later ones, so it must
+// be the whole document (a 200 is a valid answer to any of them).
+bool is_conditional(bhttp::field name) {
+  using F = bhttp::field;
+  return name == F::if_none_match || name == F::if_modified_since || name == F::if_match ||
+         name == F::if_unmodified_since || name == F::if_range || name == F::range;
+}
+}  // namespace
+
 net::awaitable<result<ApiHandler::Fetched>> ApiHandler::fetch(const http::Request& req, bool anonymous) {
   upstream::Request up;
   up.method = req.method();
@@ -143,7 +154,7 @@ net::awaitable<result<ApiHandler::Fetched>> ApiHandler::fetch(const http::Reques
   for (const auto& f : req) {
     const auto name = std::string_view(f.name_string());
     if (is_hop_by_hop(name) || f.name() == bhttp::field::host || f.name() == bhttp::field::content_length ||
-        f.name() == bhttp::field::accept_encoding) {
+        f.name() == bhttp::field::accept_encoding || is_conditional(f.name())) {
       continue;
     }
     if (anonymous && (f.name() == bhttp::field::authorization || f.name() == bhttp::field::cookie)) continue;

@@ -15,7 +15,9 @@
 
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <string>
 
 namespace hubcache::upstream {
@@ -60,6 +62,13 @@ Connection::Connection(net::any_io_executor executor)
 
 Connection::Connection(net::any_io_executor executor, ssl::context& tls)
     : m_stream(std::in_place_type<TlsStream>, std::move(executor), tls) {}
+
+bool Connection::reusable() noexcept {
+  if (m_buffer.size() != 0) return false;
+  char byte = 0;
+  const ssize_t n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // 0: closed; > 0: unexpected bytes
+}
 
 beast::tcp_stream& Connection::tcp() noexcept {
   return std::visit([](auto& s) -> beast::tcp_stream& { return beast::get_lowest_layer(s); }, m_stream);

@@ -81,6 +81,11 @@ class Connection {
   // True when bytes beyond the last parsed message are buffered; such a
   // connection cannot carry another exchange.
   bool has_buffered_input() const noexcept { return m_buffer.size() != 0; }
+  // For a connection taken from the pool: true when the peer has neither
+  // closed it nor sent anything since its last response (a late or
+  // unsolicited answer, e.g. a 408 on an idle connection, would be read as
+  // the answer to the next request). One non-blocking peek at the socket.
+  bool reusable() noexcept;
 
  private:
   using TlsStream = beast::ssl_stream<beast::tcp_stream>;
@@ -92,8 +97,14 @@ class Connection {
   // answer; the caller has set the deadline.
   net::awaitable<std::error_code> open_tunnel(const Url& url, const Proxy& proxy);
 
+  // A response head (64 KiB at most) and the reads of one body step fit
+  // with room to spare. Beast 1.81 puts no limit of its own on a chunk-size
+  // line or the trailer: one that overflows this is a protocol error, not
+  // memory growing as long as the peer sends.
+  static constexpr std::size_t k_buffer_limit = 256 * 1024;
+
   std::variant<beast::tcp_stream, TlsStream> m_stream;
-  beast::flat_buffer m_buffer;
+  beast::flat_buffer m_buffer{k_buffer_limit};
 };
 
 using ConnectionPtr = std::unique_ptr<Connection>;

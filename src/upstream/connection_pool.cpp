@@ -20,10 +20,11 @@ ConnectionPtr ConnectionPool::take(const std::string& origin) {
   if (it == m_idle.end()) return nullptr;
   drop_expired(it->second, Clock::now(), dropped);
   ConnectionPtr conn;
-  if (!it->second.empty()) {
-    // Newest first: it is the least likely to have been closed by the server.
+  // Newest first: it is the least likely to have been closed by the server.
+  while (!conn && !it->second.empty()) {
     conn = std::move(it->second.back().conn);
     it->second.pop_back();
+    if (!conn->reusable()) dropped.push_back(std::move(conn));
   }
   if (it->second.empty()) m_idle.erase(it);
   return conn;

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <charconv>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -25,6 +26,8 @@ namespace {
 // signed Location URLs and Link headers without letting a broken upstream
 // make us buffer without bound.
 constexpr std::uint32_t k_header_limit = 64 * 1024;
+// Interim (1xx) answers skipped before a final one; real servers send one or two.
+constexpr unsigned k_max_interim = 8;
 
 // The plain executor of the io_context `ex` runs on (a strand's context
 // included), or `ex` itself when it is not an io_context's.
@@ -55,6 +58,12 @@ std::string_view path_only(const std::string& target) {
   return std::string_view(target).substr(0, target.find('?'));
 }
 
+bool idempotent(http::verb method) {
+  using V = http::verb;
+  return method == V::get || method == V::head || method == V::options || method == V::put ||
+         method == V::delete_ || method == V::trace;
+}
+
 // The parser validated Content-Length while reading the head (one value, all
 // digits, not combined with chunked). Read from the fields instead of
 // basic_parser::content_length(), whose boost::optional trips GCC 12's
@@ -79,40 +88,44 @@ class ResponseImpl final : public Response {
       : m_pool(std::move(pool)),
         m_origin(std::move(origin)),
         m_conn(std::move(conn)),
+        m_head_request(head_request),
         m_request_keep_alive(request_keep_alive),
         m_io_timeout(io_timeout) {
-    m_parser.header_limit(k_header_limit);
-    // No limit: bodies are model files of many GB; callers bound what they keep.
-    m_parser.body_limit(boost::none);
-    // A HEAD response's Content-Length describes the GET body, which is not sent.
-    m_parser.skip(head_request);
+    reset_parser();
   }
 
   // Reads the response head. Raw error so the client can recognise a stale
   // pooled connection; got_some() tells whether any response byte arrived.
   net::awaitable<boost::system::error_code> read_head() {
-    const auto ec = co_await m_conn->read_header(m_parser, m_io_timeout);
-    if (ec) {
-      m_conn.reset();
-      co_return ec;
+    // Interim answers (100 Continue; 103 Early Hints, which a CDN may send
+    // unasked) come before the final one on the same connection: skipped.
+    for (unsigned interim = 0;; ++interim) {
+      const auto ec = co_await m_conn->read_header(*m_parser, m_io_timeout);
+      if (ec) {
+        m_conn.reset();
+        co_return ec;
+      }
+      const unsigned status = m_parser->get().result_int();
+      if (status >= 200) break;
+      m_got_interim = true;
+      // 101 switches protocols, which we never ask for; endless interim
+      // answers would hold us to the deadline of each.
+      if (status == 101 || interim == k_max_interim) {
+        m_conn.reset();
+        co_return http::error::bad_status;
+      }
+      reset_parser();
     }
-    m_content_length = parsed_content_length(m_parser.get());
-    if (m_parser.get().result_int() < 200) {
-      // An interim 1xx is not the answer; the final one still follows on this
-      // connection, so it must never go back to the pool.
-      m_done = true;
-      m_conn.reset();
-      co_return ec;
-    }
-    if (m_parser.is_done()) {
+    m_content_length = parsed_content_length(m_parser->get());
+    if (m_parser->is_done()) {
       finish();  // HEAD, 204, 304 and Content-Length: 0 have no body to wait for
     }
-    co_return ec;
+    co_return boost::system::error_code{};
   }
-  bool got_some() const noexcept { return m_parser.got_some(); }
+  bool got_some() const noexcept { return m_got_interim || m_parser->got_some(); }
 
-  unsigned status() const noexcept override { return m_parser.get().result_int(); }
-  const http::fields& headers() const noexcept override { return m_parser.get().base(); }
+  unsigned status() const noexcept override { return m_parser->get().result_int(); }
+  const http::fields& headers() const noexcept override { return m_parser->get().base(); }
   std::optional<std::uint64_t> content_length() const noexcept override { return m_content_length; }
 
   net::awaitable<result<std::size_t>> read_some(std::span<std::byte> buf) override {
@@ -121,10 +134,10 @@ class ResponseImpl final : public Response {
     // 0 means "end of body", so an empty window cannot be served.
     if (buf.empty()) co_return make_error_code(errc::bad_request);
     for (;;) {
-      auto& body = m_parser.get().body();
+      auto& body = m_parser->get().body();
       body.data = buf.data();
       body.size = buf.size();
-      auto ec = co_await m_conn->read_some(m_parser, m_io_timeout);
+      auto ec = co_await m_conn->read_some(*m_parser, m_io_timeout);
       const std::size_t n = buf.size() - body.size;
       body.data = nullptr;  // the caller's buffer is only lent for this call
       if (ec == http::error::need_buffer) ec = {};  // the window is full: not an error
@@ -132,7 +145,7 @@ class ResponseImpl final : public Response {
         fail(map_error(ec));
         co_return m_error;
       }
-      if (m_parser.is_done()) finish();
+      if (m_parser->is_done()) finish();
       // A read may consume only framing (a chunk header); keep going until
       // body bytes arrive or the body ends.
       if (n > 0 || m_done) co_return n;
@@ -163,7 +176,7 @@ class ResponseImpl final : public Response {
   void finish() {
     m_done = true;
     // Leftover bytes would be read as the start of the next response.
-    if (m_parser.keep_alive() && m_request_keep_alive && !m_conn->has_buffered_input()) {
+    if (m_parser->keep_alive() && m_request_keep_alive && !m_conn->has_buffered_input()) {
       m_pool->put(m_origin, std::move(m_conn));
     }
     m_conn.reset();
@@ -172,12 +185,22 @@ class ResponseImpl final : public Response {
     m_error = ec;
     m_conn.reset();
   }
+  void reset_parser() {
+    m_parser.emplace();
+    m_parser->header_limit(k_header_limit);
+    // No limit: bodies are model files of many GB; callers bound what they keep.
+    m_parser->body_limit(boost::none);
+    // A HEAD response's Content-Length describes the GET body, which is not sent.
+    m_parser->skip(m_head_request);
+  }
 
   std::shared_ptr<ConnectionPool> m_pool;
   std::string m_origin;
   ConnectionPtr m_conn;  // null once the body is done or failed
-  ResponseParser m_parser;
+  std::optional<ResponseParser> m_parser;  // one per response read (interim ones included)
+  bool m_got_interim = false;
   std::optional<std::uint64_t> m_content_length;  // set once the head is read
+  bool m_head_request;
   bool m_request_keep_alive;
   std::chrono::milliseconds m_io_timeout;
   bool m_done = false;
@@ -278,11 +301,13 @@ class Client final : public HttpClient {
         response_started = response->got_some();
       }
       // A write failure or a close before any response byte on a reused
-      // connection means the server dropped it while idle and never saw
-      // this request, so sending it again cannot duplicate it. A timeout
-      // might be a slow server that is processing it: no retry then.
-      const bool stale = reused && !response_started && ec != beast::error::timeout &&
-                         ec != net::error::operation_aborted;
+      // connection most likely means the server dropped it while idle and
+      // never saw this request. Most likely: it may also have closed it
+      // after acting on the request, so only a request that may be repeated
+      // (RFC 9110 9.2.2) is sent again. A timeout might be a slow server
+      // that is processing it: no retry then.
+      const bool stale = reused && !response_started && idempotent(request.method) &&
+                         ec != beast::error::timeout && ec != net::error::operation_aborted;
       if (stale && attempt == 0) {
         spdlog::debug("upstream {}: pooled connection was closed ({}), retrying", origin, ec.message());
         continue;

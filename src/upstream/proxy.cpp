@@ -73,7 +73,11 @@ std::optional<std::string> percent_decode(std::string_view s) {
 std::pair<std::size_t, std::size_t> authority_bounds(std::string_view text) noexcept {
   const auto sep = text.find("://");
   const std::size_t begin = sep == std::string_view::npos ? 0 : sep + 3;
-  const auto end = text.find_first_of("/?#", begin);
+  // A proxy URL has no path, so the last '@' ends the credentials even when
+  // an unescaped '/', '?' or '#' in a password comes before it.
+  const auto at = text.rfind('@');
+  const std::size_t host = at != std::string_view::npos && at >= begin ? at + 1 : begin;
+  const auto end = text.find_first_of("/?#", host);
   return {begin, end == std::string_view::npos ? text.size() : end};
 }
 

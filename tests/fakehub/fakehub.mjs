@@ -477,12 +477,13 @@ export async function startFakeHub(opts = {}) {
   }
   function jsonOk(ctx, obj, extra = {}) {
     const body = Buffer.from(JSON.stringify(obj));
-    send(ctx, 200, {
-      ...baseHeaders(ctx.req, "api"),
-      "Content-Type": "application/json; charset=utf-8",
-      ETag: weakEtag(body),
-      ...extra,
-    }, body);
+    const etag = weakEtag(body);
+    const headers = { ...baseHeaders(ctx.req, "api"), "Content-Type": "application/json; charset=utf-8", ETag: etag, ...extra };
+    // As the Hub's web framework does: If-None-Match compared weakly, 304 on a match.
+    const inm = ctx.req.headers["if-none-match"];
+    const bare = (t) => t.trim().replace(/^W\//, "");
+    if (inm && inm.split(",").some((t) => bare(t) === bare(etag) || t.trim() === "*")) return send(ctx, 304, headers);
+    send(ctx, 200, headers, body);
   }
 
   // ------------------------------------------------------------------------- auth

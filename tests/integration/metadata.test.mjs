@@ -578,6 +578,31 @@ test("concurrent identical cold misses share one upstream request, never across 
     }
   }));
 
+// ---------------------------------------------------------------------------------------------- 10c
+test("a caller's If-None-Match is not sent upstream: the shared and cached answer is the whole document", { skip, timeout: 30000 }, () =>
+  withOwnHc("conditional", [], async (url) => {
+    const p = `/api/models/${REPO}/revision/main`;
+    const direct = await pyApi(fake.hubUrl, "GET", p);
+    const etag = direct.headers.etag;
+    assert.ok(etag, `the Hub's answer has an ETag: ${desc(direct)}`);
+    // The conditional caller leads the upstream request; an unconditional one joins it.
+    fake.scenario({ hubDelayMs: 300 });
+    try {
+      const conditional = pyApi(url, "GET", p, { headers: { "If-None-Match": etag } });
+      await sleep(50);
+      const plain = pyApi(url, "GET", p);
+      const [c, u] = await Promise.all([conditional, plain]);
+      assert.ok([200, 304].includes(c.status), `conditional caller: ${desc(c)}`);
+      assert.equal(u.status, 200, `the caller that joined: ${desc(u)}`);
+      assert.equal(parseJson(u).sha, tiny.mainCommit);
+    } finally {
+      fake.scenario({ hubDelayMs: null });
+    }
+    const later = await pyApi(url, "GET", p);
+    assert.equal(later.status, 200, `a later caller: ${desc(later)}`);
+    assert.equal(parseJson(later).sha, tiny.mainCommit);
+  }));
+
 // ---------------------------------------------------------------------------------------------- 11
 test("/resolve at a branch: the revision->commit mapping (from revision/{rev} answers and from resolve HEADs) is reused within --revision-ttl", { skip, timeout: 30000 }, () =>
   withOwnHc("mapping", ["--revision-ttl", "30s"], async (url) => {

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include <fstream>
+#include <thread>
 #include <vector>
 
 namespace hubcache::upstream {
@@ -282,6 +283,75 @@ TEST_F(HttpClientTest, RetriesOnlyOnceAndOnlyForPooledConnections) {
   EXPECT_EQ(second.error, make_error_code(errc::upstream_unavailable));
   EXPECT_EQ(server.connections(), 2);  // the stale one + exactly one retry
   EXPECT_EQ(server.requests(), 2);
+}
+
+TEST_F(HttpClientTest, AnswerSentUnaskedOnAnIdleConnectionIsNeverTakenForTheNextOne) {
+  // After its answer the server writes another one, unasked, once the first
+  // is read (a late duplicate, or a 408 on an idle connection).
+  std::atomic<int> seen{0};
+  TestServer server([&](const auto&) {
+    if (seen++ == 0) return Reply{http_response(200, "abc"), false, false, http_response(200, "EVIL")};
+    return Reply{http_response(200, "def")};
+  });
+  auto c = client();
+  EXPECT_EQ(get(*c, server.url("/")).body, "abc");
+  std::this_thread::sleep_for(300ms);  // the unasked answer arrives while the connection is pooled
+  const Fetched second = get(*c, server.url("/"));
+  ASSERT_FALSE(second.error) << second.error.message();
+  EXPECT_EQ(second.body, "def");
+  EXPECT_EQ(server.connections(), 2);
+}
+
+TEST_F(HttpClientTest, InterimAnswersAreSkipped) {
+  TestServer server([](const auto& request) {
+    std::string raw = "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n";
+    raw += "HTTP/1.1 100 Continue\r\n\r\n";
+    raw += request.method() == http::verb::head ? http_response(200, "", "X-Final: yes\r\n")
+                                                : http_response(200, "{}", "X-Final: yes\r\n");
+    return Reply{raw};
+  });
+  auto c = client();
+  const Fetched got = get(*c, server.url("/api/models/x"));
+  ASSERT_FALSE(got.error) << got.error.message();
+  EXPECT_EQ(got.status, 200u);
+  EXPECT_EQ(got.body, "{}");
+  const Fetched head = test::run(m_ioc, fetch(*c, make_request(server.url("/x"), http::verb::head)));
+  ASSERT_FALSE(head.error) << head.error.message();
+  EXPECT_EQ(head.status, 200u);
+  EXPECT_EQ(server.connections(), 1) << "the connection stays usable";
+
+  TestServer endless([](const auto&) {
+    std::string raw;
+    for (int i = 0; i < 20; ++i) raw += "HTTP/1.1 103 Early Hints\r\n\r\n";
+    return Reply{raw};
+  });
+  EXPECT_EQ(get(*c, endless.url("/")).error, make_error_code(errc::upstream_protocol));
+}
+
+TEST_F(HttpClientTest, AnEndlessChunkSizeLineIsAProtocolError) {
+  // Beast 1.81 does not limit a chunk-size line (or its extensions) itself.
+  TestServer server([](const auto&) {
+    return Reply{"HTTP/1.1 200 X\r\nTransfer-Encoding: chunked\r\n\r\n1;" + std::string(4 << 20, 'a')};
+  });
+  ClientOptions options;
+  options.io_timeout = 5s;
+  auto c = client(options);
+  EXPECT_EQ(get(*c, server.url("/"), 4096).error, make_error_code(errc::upstream_protocol));
+}
+
+TEST_F(HttpClientTest, APostIsNotSentAgainOnAConnectionFoundClosed) {
+  // The server answers, then closes the idle connection only when the next
+  // request arrives: the client cannot tell whether it acted on it.
+  std::atomic<int> seen{0};
+  TestServer server([&](const auto&) {
+    if (seen++ == 0) return Reply{http_response(200, "abc")};
+    return Reply{"", true};
+  });
+  auto c = client();
+  EXPECT_FALSE(get(*c, server.url("/")).error);
+  const Fetched post = test::run(m_ioc, fetch(*c, make_request(server.url("/like"), http::verb::post)));
+  EXPECT_EQ(post.error, make_error_code(errc::upstream_unavailable));
+  EXPECT_EQ(server.requests(), 2) << "sent once";
 }
 
 TEST_F(HttpClientTest, StalledServerTimesOut) {

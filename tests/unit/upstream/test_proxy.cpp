@@ -91,6 +91,11 @@ TEST(ProxyUrl, ParsesHostPortAndCredentials) {
   p = parse_proxy_url("http://user:p@ss w@proxy:1", why);
   ASSERT_TRUE(p) << why;
   EXPECT_EQ(p->authorization, "Basic dXNlcjpwQHNzIHc=");
+  // So are an unescaped '#' and '/': a proxy URL has no path or fragment.
+  p = parse_proxy_url("http://alice:pa#s/s@proxy:3128", why);
+  ASSERT_TRUE(p) << why;
+  EXPECT_EQ(p->authorization, "Basic YWxpY2U6cGEjcy9z");
+  EXPECT_EQ(p->display, "http://proxy:3128");
   p = parse_proxy_url("http://user@proxy:1", why);
   ASSERT_TRUE(p) << why;
   EXPECT_EQ(p->authorization, "Basic dXNlcjo=");
@@ -116,6 +121,9 @@ TEST(ProxyUrl, RedactsCredentials) {
   EXPECT_EQ(redact_proxy_url("user:secret@proxy:1"), "***@proxy:1");
   EXPECT_EQ(redact_proxy_url("http://u:p@ss@proxy:1"), "http://***@proxy:1");
   EXPECT_EQ(redact_proxy_url("http://proxy:1"), "http://proxy:1");
+  // Unescaped '#', '/' or '?' in a password: still all hidden.
+  EXPECT_EQ(redact_proxy_url("http://alice:pa#ss@proxy:3128"), "http://***@proxy:3128");
+  EXPECT_EQ(redact_proxy_url("http://alice:p/a?s@proxy:3128/"), "http://***@proxy:3128/");
 }
 
 TEST(ProxyUrl, BadProxyThrowsAtStartupWithoutCredentials) {

@@ -40,6 +40,7 @@ struct Reply {
   std::string raw;     // written verbatim; may be a partial or malformed response
   bool close = false;  // close the connection after writing raw
   bool stall = false;  // write nothing and keep the connection open until the server stops
+  std::string later = {};  // written unasked on the same connection 50 ms after raw
 };
 using Handler = std::function<Reply(const http::request<http::string_body>&)>;
 
@@ -124,6 +125,12 @@ class TestServer {
         co_return;
       }
       auto [write_ec, written] = co_await net::async_write(stream, net::buffer(reply.raw), k_token);
+      if (!write_ec && !reply.later.empty()) {
+        net::steady_timer pause(m_ioc, std::chrono::milliseconds(50));
+        co_await pause.async_wait(k_token);
+        auto [later_ec, later_n] = co_await net::async_write(stream, net::buffer(reply.later), k_token);
+        write_ec = later_ec;
+      }
       // Closing the TCP socket without a TLS close_notify is what a crashed
       // or impatient server does; that is the case the client must handle.
       if (write_ec || reply.close) co_return;
