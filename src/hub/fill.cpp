@@ -347,10 +347,16 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       auto attempt = co_await open(c);
       if (attempt) co_return std::move(*attempt);
       const Failure& f = attempt.error();
-      if (f.expired && m_reresolves < k_max_reresolves) {
-        ++m_reresolves;
+      if (f.expired) {
         auto refreshed = co_await refresh_url(generation);
-        if (!refreshed) co_return refreshed.error();
+        if (refreshed) continue;
+        // The Hub did not answer (retried like a failed request), or the
+        // CDN keeps refusing fresh URLs (the budget is spent: the fill fails).
+        if (refreshed.error() == errc::upstream_protocol || !retryable(refreshed.error()) ||
+            ++failures >= m_engine.m_options.chunk_attempts) {
+          co_return refreshed.error();
+        }
+        co_await pause(failures);
         continue;
       }
       if (!f.retry || ++failures >= m_engine.m_options.chunk_attempts) co_return f.ec;
@@ -403,10 +409,18 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   }
 
   // Gets a new content URL unless another worker already did since
-  // `generation`.
+  // `generation`. Only a refresh that asks the Hub counts against the
+  // fill's budget: when a URL expires, every worker in flight is refused at
+  // once, and they share one refresh.
   net::awaitable<result<void>> refresh_url(unsigned generation) {
     while (m_refreshing) co_await pause(0);
     if (m_url_generation != generation) co_return result<void>();
+    if (m_reresolves >= k_max_reresolves) {
+      spdlog::warn("fill of {}: the CDN refused its URL again after {} fresh ones; giving up", meta().etag,
+                   k_max_reresolves);
+      co_return make_error_code(errc::upstream_protocol);
+    }
+    ++m_reresolves;
     m_refreshing = true;
     auto url = co_await m_source.resolve_again();
     m_refreshing = false;
@@ -455,9 +469,11 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       std::lock_guard lock(m_fill->m_mutex);
       m_fill->m_committed = sha;
     }
+    // Out of the registry first: a request arriving meanwhile finds the
+    // committed blob, never a finished fill.
+    m_engine.m_fills.remove(m_fill->key, m_fill);
     m_fill->wm.add(0, meta().size);
     m_fill->wm.finish({});
-    m_engine.m_fills.remove(m_fill->key, m_fill);
     m_done = true;
     const auto secs = std::chrono::duration<double>(Clock::now() - m_started).count();
     spdlog::info("filled {} ({} bytes in {} chunk(s), {:.2f}s, {:.1f} MB/s, {} retries) -> {}", meta().etag,
@@ -479,8 +495,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       m_fill->m_writer = nullptr;
     }
     m_writer.reset();  // discards the staging file and the reservation
-    m_fill->wm.finish(ec);
+    // Out of the registry first: a request arriving meanwhile starts a new
+    // fill instead of joining this failed one.
     m_engine.m_fills.remove(m_fill->key, m_fill);
+    m_fill->wm.finish(ec);
   }
 
   const std::shared_ptr<FillEngine> m_engine_owner;

@@ -33,13 +33,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <list>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -116,7 +120,19 @@ UniqueFd lock_root(const fs::path& root) {
         fail_startup(root.string() + " has a non-empty " + dir + "/ but no store.json; refusing to use it as a cache root");
       }
     }
-    write_startup_file(store_json, nlohmann::json{{"format", k_format}}.dump() + "\n");
+    // Never replacing a store.json that appeared meanwhile: stores starting
+    // on a fresh root at once must all lock the same file (a rename over it
+    // gave each its own, and both went on). The hard link fails if it exists.
+    const fs::path mine = root / ("store.json.new-" + std::to_string(::getpid()) + "-" +
+                                  std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    write_startup_file(mine, nlohmann::json{{"format", k_format}}.dump() + "\n");
+    const bool linked = ::link(mine.c_str(), store_json.c_str()) == 0;
+    const int link_errno = errno;
+    ::unlink(mine.c_str());
+    if (!linked && link_errno != EEXIST) {
+      fail_startup("cannot create " + store_json.string() + ": " + std::generic_category().message(link_errno));
+    }
+    if (auto dir_ec = detail::fsync_dir(root)) fail_startup("cannot fsync " + root.string() + ": " + dir_ec.message());
   }
 
   auto fd = detail::open_file(store_json, O_RDONLY);
@@ -190,11 +206,18 @@ class StoreState {
   void forget_if_unpinned(const std::string& hex);
 
   enum class Placed { renamed, existed };
-  // Turns a verified, fsynced staging file into the blob `hex`, converting
-  // the writer's reservation into committed bytes. If the blob is already
-  // stored (another writer won) the staging file is left alone and the
-  // reservation released. On a rename failure nothing changes.
+  // Renames a verified, fsynced staging file to the blob `hex`'s path, not
+  // yet visible: publish() does that once the rename is durable. If the blob
+  // is already stored (another writer won) the staging file is left alone
+  // and the reservation released. On a rename failure nothing changes.
   result<Placed> place(const fs::path& staging, const std::string& hex, std::uint64_t reserved);
+  // After place() returned renamed and the directory was fsynced: makes the
+  // blob visible, converting the reservation into committed bytes.
+  void publish(const std::string& hex, std::uint64_t reserved);
+  // After place() returned renamed and the directory fsync failed: removes
+  // the file (unless a writer of the same bytes published it meanwhile) and
+  // releases the reservation.
+  void unplace(const std::string& hex, std::uint64_t reserved);
 
   StoreUsage usage() const;
 
@@ -229,7 +252,17 @@ class StoreState {
   void load_blobs();
   // REQUIRES: m_mutex held (or single-threaded startup).
   void insert_locked(const std::string& hex, std::uint64_t bytes);
-  void evict_locked(std::string hex);
+  // What an eviction leaves for after the lock: unlinking a large file
+  // truncates it inside the call (tens of ms for GBs) and so may closing its
+  // cached descriptor, while every hit on every I/O thread takes the lock.
+  struct Evicted {
+    fs::path path;                          // moved into staging/; empty if it was gone
+    std::shared_ptr<const OpenBlob> open;   // the cached descriptor, if any
+  };
+  // Drops `hex` from the index and moves its file out of blobs/ (a rename,
+  // so a new commit of the same blob cannot be hit by the later unlink).
+  Evicted evict_locked(std::string hex);
+  static void finish_evictions(std::vector<Evicted>& evicted);
 
   const fs::path m_root;
   const fs::path m_blobs;
@@ -328,13 +361,11 @@ void StoreState::load_blobs() {
   });
   for (const auto& f : found) insert_locked(f.hex, f.bytes);
 
-  std::size_t evicted = 0;
-  while (m_committed > m_max_bytes && !m_lru.empty()) {
-    evict_locked(m_lru.back());
-    ++evicted;
-  }
+  std::vector<Evicted> evicted;
+  while (m_committed > m_max_bytes && !m_lru.empty()) evicted.push_back(evict_locked(m_lru.back()));
+  finish_evictions(evicted);
   spdlog::info("blob store: {} blobs, {} bytes of {} in {}{}", m_entries.size(), m_committed, m_max_bytes,
-               m_root.string(), evicted == 0 ? "" : " (evicted " + std::to_string(evicted) + " to fit the limit)");
+               m_root.string(), evicted.empty() ? "" : " (evicted " + std::to_string(evicted.size()) + " to fit the limit)");
 }
 
 void StoreState::insert_locked(const std::string& hex, std::uint64_t bytes) {
@@ -343,23 +374,42 @@ void StoreState::insert_locked(const std::string& hex, std::uint64_t bytes) {
   m_committed += bytes;
 }
 
-void StoreState::evict_locked(std::string hex) {  // a copy: callers pass m_lru's own strings
+StoreState::Evicted StoreState::evict_locked(std::string hex) {  // a copy: callers pass m_lru's own strings
+  Evicted out;
   const auto it = m_entries.find(hex);
-  if (it == m_entries.end()) return;
+  if (it == m_entries.end()) return out;
   const fs::path path = blob_path(hex);
-  // Readers that still have the file open keep its bytes until they close.
-  if (::unlink(path.c_str()) != 0) {
-    if (const auto ec = detail::last_errno(); ec != std::errc::no_such_file_or_directory) {
-      spdlog::warn("blob store: cannot evict {}: {}", path.string(), ec.message());
+  const fs::path doomed = m_staging / ("evicted-" + hex);
+  if (::rename(path.c_str(), doomed.c_str()) == 0) {
+    out.path = doomed;
+  } else if (const auto ec = detail::last_errno(); ec != std::errc::no_such_file_or_directory) {
+    // Not moved: unlinked here, under the lock, rather than left behind.
+    spdlog::warn("blob store: cannot move {} out for eviction: {}", path.string(), ec.message());
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      spdlog::warn("blob store: cannot evict {}: {}", path.string(), detail::last_errno().message());
     }
   }
+  out.open = std::move(it->second.open);
+  if (out.open) m_open_order.erase(it->second.open_pos);
   m_committed -= it->second.bytes;
   m_lru.erase(it->second.lru_pos);
   m_entries.erase(it);
+  return out;
+}
+
+void StoreState::finish_evictions(std::vector<Evicted>& evicted) {
+  for (auto& e : evicted) {
+    // Readers that still have the file open keep its bytes until they close.
+    if (!e.path.empty() && ::unlink(e.path.c_str()) != 0 && errno != ENOENT) {
+      spdlog::warn("blob store: cannot remove evicted {}: {}", e.path.string(), detail::last_errno().message());
+    }
+    e.open.reset();
+  }
+  evicted.clear();
 }
 
 std::error_code StoreState::reserve(std::uint64_t bytes) {
-  std::lock_guard lock(m_mutex);
+  std::unique_lock lock(m_mutex);
   if (bytes > m_max_bytes) return make_err(errc::insufficient_storage);
   // committed + reserved <= max holds whenever the mutex is free, so none of
   // these sums overflow for any realistic limit.
@@ -373,8 +423,11 @@ std::error_code StoreState::reserve(std::uint64_t bytes) {
     freed += entry.bytes;
   }
   if (!fits(freed)) return make_err(errc::insufficient_storage);
-  for (const auto& hex : victims) evict_locked(hex);
+  std::vector<Evicted> evicted;
+  for (const auto& hex : victims) evicted.push_back(evict_locked(hex));
   m_reserved += bytes;
+  lock.unlock();
+  finish_evictions(evicted);
   return {};
 }
 
@@ -462,9 +515,21 @@ result<StoreState::Placed> StoreState::place(const fs::path& staging, const std:
   }
   const fs::path target = blob_path(hex);
   if (::rename(staging.c_str(), target.c_str()) != 0) return detail::last_errno();
-  m_reserved -= reserved;
-  insert_locked(hex, reserved);
   return Placed::renamed;
+}
+
+void StoreState::publish(const std::string& hex, std::uint64_t reserved) {
+  std::lock_guard lock(m_mutex);
+  m_reserved -= reserved;
+  // Another commit of the same bytes may have renamed over ours and
+  // published first: the file is the same blob either way.
+  if (!m_entries.contains(hex)) insert_locked(hex, reserved);
+}
+
+void StoreState::unplace(const std::string& hex, std::uint64_t reserved) {
+  std::lock_guard lock(m_mutex);
+  m_reserved -= reserved;
+  if (!m_entries.contains(hex)) ::unlink(blob_path(hex).c_str());
 }
 
 StoreUsage StoreState::usage() const {
@@ -601,10 +666,14 @@ class DiskBlobWriter final : public BlobWriter {
         ::unlink(staging.c_str());  // place() already released the reservation
         return {};
       }
-      // The blob is visible already; a failed directory fsync only means a
-      // crash could lose it, which the caller hears about.
+      // Visible only once the rename is durable: a crash can then never
+      // lose a blob that a client was told is there.
       const fs::path dir = store->blob_path(hex).parent_path();
-      if (auto ec = detail::fsync_dir(dir)) return detail::io_error("fsync", dir, ec);
+      if (auto ec = detail::fsync_dir(dir)) {
+        store->unplace(hex, reserved);
+        return detail::io_error("fsync", dir, ec);
+      }
+      store->publish(hex, reserved);
       return {};
     };
     // Named, not a temporary inside co_await: see util/blocking.hpp.

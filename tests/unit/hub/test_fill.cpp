@@ -15,6 +15,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <string>
 
 namespace hubcache::hub {
@@ -91,8 +93,8 @@ std::string content_of(std::size_t size) {
 class FillEngineTest : public ::testing::Test {
  protected:
   FillEngineTest()
-      : m_server([this](const test::http::request<test::http::string_body>&) {
-          return test::Reply{test::http_response(200, m_content)};
+      : m_server([this](const test::http::request<test::http::string_body>& request) {
+          return m_script ? m_script(request) : test::Reply{test::http_response(200, m_content)};
         }),
         m_disk(storage::make_disk_blob_store({m_dir.path() / "blobs", 64 << 20}, m_pool)),
         m_store(*m_disk, m_gate) {}
@@ -140,7 +142,20 @@ class FillEngineTest : public ::testing::Test {
     return reader ? read_all(**reader) : "";
   }
 
+  // A 206 with the bytes `request` asks for (one "bytes=a-b" range).
+  test::Reply ranged(const test::http::request<test::http::string_body>& request) const {
+    const std::string range(request[test::http::field::range]);
+    std::size_t first = 0, last = 0;
+    if (std::sscanf(range.c_str(), "bytes=%zu-%zu", &first, &last) != 2) return {test::http_response(400, "")};
+    return {test::http_response(206, m_content.substr(first, last - first + 1),
+                                "Content-Range: bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
+                                    std::to_string(m_content.size()) + "\r\n")};
+  }
+
   const std::string m_content = content_of(300'000);
+  // When set, answers the CDN's requests instead of the whole file (set
+  // before the first request; read on the server's thread).
+  std::function<test::Reply(const test::http::request<test::http::string_body>&)> m_script;
   test::TempDir m_dir;
   net::thread_pool m_pool{1};  // outlives m_ioc: a fill it destroys posts to the pool
   net::io_context m_ioc;
@@ -239,6 +254,44 @@ TEST_F(FillEngineTest, ABlobStoredElsewhereButUnreadableHereIsFilledFromUpstream
   EXPECT_EQ(m_server.requests(), 1);
   auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
   ASSERT_TRUE(stored.has_value() && stored->has_value()) << "committed here";
+}
+
+// A signed URL that expires mid-fill refuses every worker in flight at
+// once: they share one refresh, whatever their number (each used to spend
+// one of the fill's 8 re-resolves, and a 9th refusal failed the fill).
+TEST_F(FillEngineTest, WorkersRefusedTogetherShareOneFreshUrl) {
+  std::atomic<int> refused{0};
+  std::atomic<int> served_old{0};
+  m_script = [&](const auto& request) {
+    if (request.target() == "/fresh") return ranged(request);
+    if (served_old++ == 0) return ranged(request);  // the first chunk, before the URL expired
+    ++refused;
+    return test::Reply{test::http_response(403, "Request has expired")};
+  };
+  FillOptions options;
+  options.chunk_size = 16 << 10;  // 19 chunks
+  options.parallelism = 16;
+  std::atomic<int> resolves{0};
+  FillSource expiring = source();
+  expiring.resolve_again = [&]() -> net::awaitable<result<upstream::Url>> {
+    ++resolves;
+    // The Hub takes a moment: every worker's request is refused meanwhile.
+    net::steady_timer slow(co_await net::this_coro::executor, 300ms);
+    co_await slow.async_wait(net::use_awaitable);
+    co_return *upstream::Url::parse(m_server.url("/fresh"));
+  };
+  m_gate.open = true;
+  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
+  bool leader = false;
+  auto member = engine->join(expiring, std::nullopt, leader, m_ioc.get_executor());
+  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
+  ASSERT_TRUE(done.has_value()) << done.error().message();
+  EXPECT_TRUE(done->finished);
+  EXPECT_GT(refused.load(), 8) << "more workers were refused than the fill may re-resolve";
+  EXPECT_EQ(resolves.load(), 1);
+  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
+  ASSERT_TRUE(stored.has_value() && stored->has_value());
+  EXPECT_EQ(read_all(***stored), m_content);
 }
 
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {

@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 
 namespace hubcache::storage::test_contract {
 
@@ -190,6 +192,12 @@ TEST_F(DiskBlobStoreTest, EvictsLeastRecentlyUsedFirst) {
   EXPECT_TRUE(fs::exists(blob_file(a)));
   EXPECT_EQ(m_store->usage().bytes, 3 * k_block);
   EXPECT_EQ(m_store->usage().blobs, 3u);
+  // Evicted files are moved out under the lock and removed after it: none is left.
+  EXPECT_TRUE(fs::is_empty(root() / "staging"));
+
+  // An evicted blob committed again is a blob like any other.
+  EXPECT_EQ(put(filler(4000, 'b')), b);
+  EXPECT_EQ(read_all(*open_blob(b)), filler(4000, 'b'));
 }
 
 // Descriptors of this process whose target contains `needle`.
@@ -361,6 +369,32 @@ TEST_F(DiskBlobStoreTest, ForeignDirectoryRefusesToStart) {
 
 TEST_F(DiskBlobStoreTest, SecondStoreOnSameRootRefusesToStart) {
   EXPECT_THROW(make_disk_blob_store({root(), 1 << 20}, m_pool), std::runtime_error);
+}
+
+// Stores starting on the same fresh root at once (two containers on one
+// volume): exactly one gets it. store.json used to be written by each, the
+// last rename replacing the file another had already locked.
+TEST_F(DiskBlobStoreTest, StoresStartingTogetherOnAFreshRootGetItOnce) {
+  for (int round = 0; round < 20; ++round) {
+    const fs::path fresh = m_dir.path() / ("fresh-" + std::to_string(round));
+    std::atomic<int> ready{0};
+    std::atomic<int> opened{0};
+    std::vector<std::unique_ptr<BlobStore>> stores(4);
+    std::vector<std::thread> threads;
+    for (std::size_t i = 0; i < stores.size(); ++i) {
+      threads.emplace_back([&, i] {
+        ++ready;
+        while (ready.load() < static_cast<int>(stores.size())) std::this_thread::yield();
+        try {
+          stores[i] = make_disk_blob_store({fresh, 1 << 20}, m_pool);
+          ++opened;
+        } catch (const std::runtime_error&) {
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(opened.load(), 1) << "round " << round;
+  }
 }
 
 // Many writers and readers on two threads with constant eviction: the
