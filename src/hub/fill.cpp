@@ -180,6 +180,15 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     for (std::uint64_t b = 0; b < meta().size; b += step) {
       m_chunks.push_back({b, std::min(meta().size, b + step), b});
     }
+    if (m_ranged && m_chunks.back().end - m_chunks.back().begin > 1) {
+      // The last byte gets a chunk of its own: it is released only once the
+      // whole blob is verified, so its chunk is never fetched early, and the
+      // bytes before it should not share that fate (a closed range near the
+      // end of a large file would wait for the whole download).
+      Chunk& last = m_chunks.back();
+      last.end -= 1;
+      m_chunks.push_back({last.end, meta().size, last.end});
+    }
 
     // The first request also tells whether upstream honours Range; the
     // other workers start only once it did.
@@ -221,10 +230,9 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   }
 
   // The next chunk to fetch: one a Range client is waiting for, else the
-  // first one not started. Marks it active. The file's last chunk is never
-  // fetched early: its last byte is held back until the whole blob is
-  // verified, so a client gains nothing from it, and a chained downstream
-  // hubcache would stall on that byte for the whole fill.
+  // first one not started. Marks it active. The file's last chunk (its last
+  // byte alone, when ranged) is never fetched early: that byte is held back
+  // until the whole blob is verified, so a client gains nothing from it.
   std::optional<std::size_t> next_chunk() {
     std::optional<std::size_t> pick;
     {

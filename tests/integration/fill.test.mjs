@@ -11,7 +11,7 @@ import { http1, describe as desc, Fleet, logTail, assertFetchedOnce, withOwnHubc
 const REPO = "acme/tiny-model";
 const MiB = 1024 * 1024;
 const CHUNK = 2 * MiB;
-const BIG_SIZE = 24 * MiB + 77; // 13 chunks of 2 MiB, the last one 77 bytes
+const BIG_SIZE = 24 * MiB + 77; // 13 chunks of 2 MiB, the last one 77 bytes, fetched as 76 + the last byte
 const skip = !hubcacheBin() ? "HUBCACHE_BIN not set and no /work/build-main/bin/hubcache" : false;
 
 let fake;
@@ -82,7 +82,8 @@ test("32 concurrent clients with mixed ranges on one cold blob get exactly their
     assert.ok(await fake.idle(20000));
     const s = fake.stats();
     const gets = assertFetchedOnce(s.log, big.sha256, size, "32 mixed clients");
-    assert.equal(gets.length, Math.ceil(size / CHUNK), `one request per chunk: ${showCdn(s)}`);
+    // The last byte is a chunk of its own (released only after verification).
+    assert.equal(gets.length, Math.ceil(size / CHUNK) + 1, `one request per chunk: ${showCdn(s)}`);
   }));
 
 test("a Range request on a cold blob gets its own chunk fetched first", { skip, timeout: 40000 }, () =>
@@ -159,7 +160,7 @@ test("chaining: a hubcache whose upstream is another hubcache fills with ranged 
     assert.ok(await fake.idle(20000));
     assertFetchedOnce(fake.stats().log, big.sha256, big.size, "the regional cache filled once from the CDN");
     assert.ok(await waitFor(() => filledLine(sidecar.hc, big.sha256)), "the sidecar logged its fill");
-    assert.equal(filledLine(sidecar.hc, big.sha256)[1], "13", "the sidecar filled from the regional cache in ranged chunks");
+    assert.equal(filledLine(sidecar.hc, big.sha256)[1], "14", "the sidecar filled from the regional cache in ranged chunks");
 
     // a gated file: the caller's token travels down the chain; anonymous callers stay refused
     const G = "acme/gated-model";

@@ -294,6 +294,41 @@ TEST_F(FillEngineTest, WorkersRefusedTogetherShareOneFreshUrl) {
   EXPECT_EQ(read_all(***stored), m_content);
 }
 
+// A closed range near the end of a large file (a reader seeking in it) is
+// fetched first like any other, although it lies in the file's last chunk,
+// whose last byte waits for the whole blob's verification.
+TEST_F(FillEngineTest, ARangeInTheLastChunkIsFetchedFirst) {
+  const std::uint64_t size = m_content.size();   // 300,000: 18 chunks of 16 KiB and 5,088 bytes
+  const std::uint64_t wanted = size - 5000;      // in that last chunk
+  m_script = [&](const auto& request) {
+    const std::string range(request[test::http::field::range]);
+    std::size_t first = 0;
+    // The first chunk (which tells that Range works) and the one holding
+    // `wanted` are answered; the CDN stalls on every other.
+    if (std::sscanf(range.c_str(), "bytes=%zu-", &first) == 1 && (first == 0 || (first <= wanted && first + (16 << 10) > wanted))) {
+      return ranged(request);
+    }
+    return test::Reply{"", false, /*stall=*/true};
+  };
+  FillOptions options;
+  options.chunk_size = 16 << 10;
+  options.parallelism = 2;
+  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
+  bool leader = false;
+  auto member = engine->join(source(), wanted, leader, m_ioc.get_executor());
+  auto got = run(member.fill().wm.wait_beyond(wanted, 5s, 1000));
+  ASSERT_TRUE(got.has_value()) << got.error().message();
+  EXPECT_GE(got->available, wanted + 1000);
+  EXPECT_LT(got->available, size) << "the last byte waits for the whole blob";
+  auto reader = run(member.fill().open_reader(m_store, 1000ms));
+  ASSERT_TRUE(reader.has_value()) << reader.error().message();
+  std::vector<std::byte> buf(1000);
+  auto n = run((*reader)->read_at(wanted, buf));
+  ASSERT_TRUE(n.has_value());
+  ASSERT_EQ(*n, 1000u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), 1000), m_content.substr(wanted, 1000));
+}
+
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {
   auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
   FillSource wrong = source();
