@@ -404,7 +404,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         opened.resp = std::move(*sent);
         co_return opened;
       }
-      co_return Failure{make_error_code(errc::upstream_protocol), false, false};
+      // Range worked for the first request: an edge that ignores it now and
+      // then is asked again (with backoff) rather than failing the fill.
+      spdlog::warn("fill of {}: upstream answered 200 to a Range request for bytes {}-", meta().etag, c.pos);
+      co_return Failure{make_error_code(errc::upstream_protocol), true, false};
     }
     if ((status == 403 || status == 410) && !meta().content_on_hub) {
       spdlog::info("fill of {}: the CDN refused its signed URL ({}); asking the Hub for a new one", meta().etag, status);

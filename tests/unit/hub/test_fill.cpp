@@ -329,6 +329,33 @@ TEST_F(FillEngineTest, ARangeInTheLastChunkIsFetchedFirst) {
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), 1000), m_content.substr(wanted, 1000));
 }
 
+// A CDN edge that honoured Range for the first request and ignores it for a
+// later one (a 200 with the whole file): that request is asked again, not
+// the fill failed.
+TEST_F(FillEngineTest, ALaterRangeAnsweredWithTheWholeFileIsAskedAgain) {
+  std::atomic<int> whole{0};
+  m_script = [&](const auto& request) {
+    const std::string range(request[test::http::field::range]);
+    if (range.rfind("bytes=32768-", 0) == 0 && whole++ == 0) return test::Reply{test::http_response(200, m_content)};
+    return ranged(request);
+  };
+  FillOptions options;
+  options.chunk_size = 16 << 10;
+  options.parallelism = 4;
+  options.retry_backoff = 10ms;
+  m_gate.open = true;
+  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
+  bool leader = false;
+  auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
+  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
+  ASSERT_TRUE(done.has_value()) << done.error().message();
+  EXPECT_TRUE(done->finished);
+  EXPECT_EQ(whole.load(), 2) << "the chunk was asked twice";
+  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
+  ASSERT_TRUE(stored.has_value() && stored->has_value());
+  EXPECT_EQ(read_all(***stored), m_content);
+}
+
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {
   auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
   FillSource wrong = source();
