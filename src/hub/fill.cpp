@@ -126,6 +126,8 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         std::rethrow_exception(e);
       } catch (const std::exception& err) {
         spdlog::error("fill of {} ended by an internal error: {}", self->m_source.meta.etag, err.what());
+      } catch (...) {
+        spdlog::error("fill of {} ended by an internal error", self->m_source.meta.etag);
       }
       self->fail(make_error_code(errc::storage_io), "internal");
     });

@@ -101,8 +101,10 @@ class Fill {
 };
 
 // Held by shared_ptr: fills and memberships keep it alive, so a suspended
-// fill coroutine may outlive the service that made it (the application
-// destroys such coroutines before the service, but nothing here relies on it).
+// fill coroutine may outlive the service that made it. Its FillSource
+// callbacks may still refer to the service, though: the application destroys
+// such coroutines before the service (io_context drop_pending), and any
+// other owner must too.
 class FillEngine : public std::enable_shared_from_this<FillEngine> {
  public:
   // Fills run on `loops` in turn; with none, on the executor join() gets.
