@@ -207,6 +207,8 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   upstream::ClientOptions client_options = upstream::ClientOptions::from_environment(env);
   client_options.connect_timeout = cfg.upstream_timeout;
   client_options.io_timeout = cfg.upstream_timeout;
+  // A relayed commit: the Hub may take minutes (docs/configuration.md).
+  client_options.unsafe_answer_timeout = std::chrono::minutes(10);
   client_options.extra_ca_file = cfg.upstream_ca_file;
   client_options.user_agent = "hubcache/" + version;
   auto client = upstream::make_http_client(client_options);

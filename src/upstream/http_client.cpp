@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <optional>
@@ -84,13 +85,14 @@ std::optional<std::uint64_t> parsed_content_length(const http::fields& fields) {
 class ResponseImpl final : public Response {
  public:
   ResponseImpl(std::shared_ptr<ConnectionPool> pool, std::string origin, ConnectionPtr conn, bool head_request,
-               bool request_keep_alive, std::chrono::milliseconds io_timeout)
+               bool request_keep_alive, std::chrono::milliseconds io_timeout, std::chrono::milliseconds head_timeout)
       : m_pool(std::move(pool)),
         m_origin(std::move(origin)),
         m_conn(std::move(conn)),
         m_head_request(head_request),
         m_request_keep_alive(request_keep_alive),
-        m_io_timeout(io_timeout) {
+        m_io_timeout(io_timeout),
+        m_head_timeout(head_timeout) {
     reset_parser();
   }
 
@@ -100,7 +102,7 @@ class ResponseImpl final : public Response {
     // Interim answers (100 Continue; 103 Early Hints, which a CDN may send
     // unasked) come before the final one on the same connection: skipped.
     for (unsigned interim = 0;; ++interim) {
-      const auto ec = co_await m_conn->read_header(*m_parser, m_io_timeout);
+      const auto ec = co_await m_conn->read_header(*m_parser, m_head_timeout);
       if (ec) {
         m_conn.reset();
         co_return ec;
@@ -203,6 +205,7 @@ class ResponseImpl final : public Response {
   bool m_head_request;
   bool m_request_keep_alive;
   std::chrono::milliseconds m_io_timeout;
+  std::chrono::milliseconds m_head_timeout;  // for the response head (after the whole request went out)
   bool m_done = false;
   std::error_code m_error;
 };
@@ -295,7 +298,7 @@ class Client final : public HttpClient {
       if (!ec) {
         auto response =
             std::make_unique<ResponseImpl>(m_pool, pool_key, std::move(conn), request.method == http::verb::head,
-                                           message.keep_alive(), m_options.io_timeout);
+                                           message.keep_alive(), m_options.io_timeout, head_timeout(request.method));
         ec = co_await response->read_head();
         if (!ec) co_return ResponsePtr(std::move(response));
         response_started = response->got_some();
@@ -318,6 +321,12 @@ class Client final : public HttpClient {
   }
 
  private:
+  // An idempotent request is answered within io_timeout or retried by its
+  // caller; another may take the Hub minutes (ClientOptions).
+  std::chrono::milliseconds head_timeout(http::verb method) const {
+    return idempotent(method) ? m_options.io_timeout : std::max(m_options.io_timeout, m_options.unsafe_answer_timeout);
+  }
+
   // send() for a request whose body comes from `source`, on a new connection.
   net::awaitable<result<ResponsePtr>> send_streamed(net::any_io_executor loop, const OutgoingRequest& message,
                                                     const BodySource& source, const Url& url, const Proxy* proxy,
@@ -342,7 +351,7 @@ class Client final : public HttpClient {
     }
     spdlog::debug("upstream {}{}: streamed a {} byte body", url.origin(), path_only(url.target), sent);
     auto response = std::make_unique<ResponseImpl>(m_pool, pool_key, std::move(conn), false, message.keep_alive(),
-                                                   m_options.io_timeout);
+                                                   m_options.io_timeout, head_timeout(message.method()));
     if (auto ec = co_await response->read_head()) co_return map_error(ec);
     co_return ResponsePtr(std::move(response));
   }

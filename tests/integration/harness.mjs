@@ -113,8 +113,11 @@ export async function startHubcache({ upstream, cacheDir, args = [], env = {}, c
     logs: () => stderr,
     stdout: () => stdout,
     exited,
-    /** SIGTERM, wait for exit (SIGKILL after `graceMs`); returns {code, signal}. */
-    async stop(graceMs = 10000) {
+    /**
+     * SIGTERM, wait for exit (SIGKILL after `graceMs`); returns {code, signal}. The default is past
+     * hubcache's own --shutdown-grace (10 s), so a slow exit shows as one, not as a kill racing it.
+     */
+    async stop(graceMs = 15000) {
       if (stopped) return exited;
       stopped = true;
       if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");

@@ -177,7 +177,7 @@ export class Fleet {
   }
 
   /** SIGTERM, then wait; returns {code, signal, ms}. */
-  async stop(rec, graceMs = 10000) {
+  async stop(rec, graceMs = 15000) {
     rec.stoppedByUs = true;
     const t0 = Date.now();
     const e = await rec.hc.stop(graceMs);

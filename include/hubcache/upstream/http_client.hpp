@@ -68,6 +68,11 @@ struct Url {
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{10'000};  // TCP connect + TLS handshake
   std::chrono::milliseconds io_timeout{30'000};       // each read or write step
+  // How long a request that may not be repeated (POST, PATCH: a commit)
+  // waits for the answer's head once sent; io_timeout when shorter (the
+  // default). The Hub may work on a large commit for minutes, and a timeout
+  // would report a failure for a commit that then lands.
+  std::chrono::milliseconds unsafe_answer_timeout{0};
   std::string extra_ca_file;                          // PEM file added to the system store; empty = none
   std::size_t max_idle_per_host = 16;                 // pooled idle connections per origin
   std::chrono::seconds idle_timeout{30};              // pooled connections older than this are closed

@@ -354,6 +354,22 @@ TEST_F(HttpClientTest, APostIsNotSentAgainOnAConnectionFoundClosed) {
   EXPECT_EQ(server.requests(), 2) << "sent once";
 }
 
+TEST_F(HttpClientTest, ARequestThatMayNotBeRepeatedWaitsLongerForItsAnswer) {
+  // The Hub working on a commit: the answer comes after io_timeout.
+  TestServer server([](const auto&) {
+    std::this_thread::sleep_for(600ms);
+    return Reply{http_response(200, "{}")};
+  });
+  ClientOptions options;
+  options.io_timeout = 200ms;
+  options.unsafe_answer_timeout = 5s;
+  auto c = client(options);
+  const Fetched post = test::run(m_ioc, fetch(*c, make_request(server.url("/api/models/x/commit/main"), http::verb::post)));
+  ASSERT_FALSE(post.error) << post.error.message();
+  EXPECT_EQ(post.body, "{}");
+  EXPECT_EQ(get(*c, server.url("/api/models/x")).error, make_error_code(errc::upstream_timeout));
+}
+
 TEST_F(HttpClientTest, StalledServerTimesOut) {
   TestServer server([](const auto&) { return Reply{"", false, /*stall=*/true}; });
   ClientOptions options;
