@@ -168,6 +168,7 @@ net::awaitable<result<ApiHandler::Fetched>> ApiHandler::fetch(const http::Reques
   // Identity, so the body can be inspected (xetHash removal, revision sha).
   up.headers.set(bhttp::field::accept_encoding, "identity");
   up.body = req.body();
+  up.read_only = true;  // routes are reads, paths-info's POST included
   auto sent = co_await m_hub.http().send(std::move(up));
   if (!sent) co_return sent.error();
   Fetched f;

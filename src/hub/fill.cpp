@@ -422,9 +422,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   }
 
   // Gets a new content URL unless another worker already did since
-  // `generation`. Only a refresh that asks the Hub counts against the
-  // fill's budget: when a URL expires, every worker in flight is refused at
-  // once, and they share one refresh.
+  // `generation`. Only a fresh URL obtained counts against the fill's
+  // budget: when a URL expires, every worker in flight is refused at once
+  // and they share one refresh, and a Hub that fails to answer is the
+  // callers' retry (with backoff), not the CDN refusing fresh URLs.
   net::awaitable<result<void>> refresh_url(unsigned generation) {
     while (m_refreshing) co_await pause(0);
     if (m_url_generation != generation) co_return result<void>();
@@ -433,11 +434,11 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
                    k_max_reresolves);
       co_return make_error_code(errc::upstream_protocol);
     }
-    ++m_reresolves;
     m_refreshing = true;
     auto url = co_await m_source.resolve_again();
     m_refreshing = false;
     if (!url) co_return url.error();
+    ++m_reresolves;
     m_url = std::move(*url);
     ++m_url_generation;
     co_return result<void>();

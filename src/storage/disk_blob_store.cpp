@@ -10,10 +10,12 @@
 //   caller on its own executor.
 //
 // Consistency between the index and the disk: every change to blobs/ (commit
-// rename, eviction unlink) happens while holding StoreState::m_mutex, so the
-// in-memory index and the directory never disagree for another thread. The
-// costs we accept for that: a rename or an eviction unlink holds the mutex,
-// and both only ever run on the blocking pool, never on an I/O thread.
+// rename, eviction's rename into staging/) happens while holding
+// StoreState::m_mutex. A committed file is in blobs/ before the index lists
+// it (publish() follows the directory fsync), and a blob being placed is
+// tracked so that no other writer or eviction touches its file meanwhile.
+// Evicted files are unlinked after the mutex is released (a large unlink
+// takes a while). These steps only ever run on the blocking pool.
 #include <hubcache/storage/disk_blob_store.hpp>
 
 #include "posix_file.hpp"
@@ -46,6 +48,7 @@
 #include <thread>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace hubcache::storage {
@@ -128,10 +131,20 @@ UniqueFd lock_root(const fs::path& root) {
     write_startup_file(mine, nlohmann::json{{"format", k_format}}.dump() + "\n");
     const bool linked = ::link(mine.c_str(), store_json.c_str()) == 0;
     const int link_errno = errno;
-    ::unlink(mine.c_str());
-    if (!linked && link_errno != EEXIST) {
+    if (!linked && (link_errno == EPERM || link_errno == ENOTSUP || link_errno == EOPNOTSUPP)) {
+      // No hard links on this file system (some FUSE and SMB mounts): a
+      // plain rename, as before; two stores starting at the very same moment
+      // on a fresh root could then both go on.
+      if (::rename(mine.c_str(), store_json.c_str()) != 0) {
+        const int rename_errno = errno;
+        ::unlink(mine.c_str());
+        fail_startup("cannot create " + store_json.string() + ": " + std::generic_category().message(rename_errno));
+      }
+    } else if (!linked && link_errno != EEXIST) {
+      ::unlink(mine.c_str());
       fail_startup("cannot create " + store_json.string() + ": " + std::generic_category().message(link_errno));
     }
+    ::unlink(mine.c_str());
     if (auto dir_ec = detail::fsync_dir(root)) fail_startup("cannot fsync " + root.string() + ": " + dir_ec.message());
   }
 
@@ -139,6 +152,10 @@ UniqueFd lock_root(const fs::path& root) {
   if (!fd) fail_startup("cannot open " + store_json.string() + ": " + fd.error().message());
   if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
     fail_startup(root.string() + " is already in use by another blob store (flock on store.json)");
+  }
+  // A start that crashed between writing its store.json and linking it.
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (entry.path().filename().string().starts_with("store.json.new-")) remove_garbage(entry.path());
   }
 
   auto text = detail::read_small_file(store_json, 4096);
@@ -208,15 +225,15 @@ class StoreState {
   enum class Placed { renamed, existed };
   // Renames a verified, fsynced staging file to the blob `hex`'s path, not
   // yet visible: publish() does that once the rename is durable. If the blob
-  // is already stored (another writer won) the staging file is left alone
-  // and the reservation released. On a rename failure nothing changes.
+  // is already stored or being placed (another writer won) the staging file
+  // is left alone and the reservation released. On a rename failure nothing
+  // changes.
   result<Placed> place(const fs::path& staging, const std::string& hex, std::uint64_t reserved);
   // After place() returned renamed and the directory was fsynced: makes the
   // blob visible, converting the reservation into committed bytes.
   void publish(const std::string& hex, std::uint64_t reserved);
   // After place() returned renamed and the directory fsync failed: removes
-  // the file (unless a writer of the same bytes published it meanwhile) and
-  // releases the reservation.
+  // the file and releases the reservation.
   void unplace(const std::string& hex, std::uint64_t reserved);
 
   StoreUsage usage() const;
@@ -286,9 +303,12 @@ class StoreState {
   std::chrono::steady_clock::time_point m_last_persist{};
   bool m_persist_queued = false;
   // Guarded by m_mutex: blobs with a cached descriptor, most recently used
-  // first. A blob evicted meanwhile leaves its name behind; such a name is
-  // skipped when it reaches the end (its entry's open_pos is another node).
+  // first. A blob forgotten meanwhile may leave its name behind; such a name
+  // is skipped when it reaches the end (its entry's open_pos is another node).
   std::list<std::string> m_open_order;
+  // Guarded by m_mutex: blobs renamed into blobs/ whose publish() or
+  // unplace() is still to come.
+  std::unordered_set<std::string> m_placing;
 };
 
 StoreState::StoreState(const DiskStoreOptions& options, net::thread_pool& blocking)
@@ -513,23 +533,30 @@ result<StoreState::Placed> StoreState::place(const fs::path& staging, const std:
     m_reserved -= reserved;
     return Placed::existed;
   }
+  if (m_placing.contains(hex)) {
+    // Another writer of the same bytes is between its rename and publish():
+    // its file is this blob, and must not be renamed over.
+    m_reserved -= reserved;
+    return Placed::existed;
+  }
   const fs::path target = blob_path(hex);
   if (::rename(staging.c_str(), target.c_str()) != 0) return detail::last_errno();
+  m_placing.insert(hex);
   return Placed::renamed;
 }
 
 void StoreState::publish(const std::string& hex, std::uint64_t reserved) {
   std::lock_guard lock(m_mutex);
+  m_placing.erase(hex);
   m_reserved -= reserved;
-  // Another commit of the same bytes may have renamed over ours and
-  // published first: the file is the same blob either way.
-  if (!m_entries.contains(hex)) insert_locked(hex, reserved);
+  insert_locked(hex, reserved);
 }
 
 void StoreState::unplace(const std::string& hex, std::uint64_t reserved) {
   std::lock_guard lock(m_mutex);
+  m_placing.erase(hex);
   m_reserved -= reserved;
-  if (!m_entries.contains(hex)) ::unlink(blob_path(hex).c_str());
+  ::unlink(blob_path(hex).c_str());
 }
 
 StoreUsage StoreState::usage() const {

@@ -1,5 +1,7 @@
 #include "connection_pool.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <vector>
 
 namespace hubcache::upstream {
@@ -24,7 +26,12 @@ ConnectionPtr ConnectionPool::take(const std::string& origin) {
   while (!conn && !it->second.empty()) {
     conn = std::move(it->second.back().conn);
     it->second.pop_back();
-    if (!conn->reusable()) dropped.push_back(std::move(conn));
+    if (!conn->reusable()) {
+      // Normal when servers close idle connections; if every reuse ends
+      // here (a TLS record left unread, say), pooling has stopped working.
+      spdlog::debug("upstream {}: pooled connection closed or written to while idle; not reused", origin);
+      dropped.push_back(std::move(conn));
+    }
   }
   if (it->second.empty()) m_idle.erase(it);
   return conn;

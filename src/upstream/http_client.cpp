@@ -101,8 +101,10 @@ class ResponseImpl final : public Response {
   net::awaitable<boost::system::error_code> read_head() {
     // Interim answers (100 Continue; 103 Early Hints, which a CDN may send
     // unasked) come before the final one on the same connection: skipped.
+    const auto deadline = std::chrono::steady_clock::now() + m_head_timeout;  // for all of them together
     for (unsigned interim = 0;; ++interim) {
-      const auto ec = co_await m_conn->read_header(*m_parser, m_head_timeout);
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto ec = co_await m_conn->read_header(*m_parser, std::max(left, std::chrono::milliseconds(1)));
       if (ec) {
         m_conn.reset();
         co_return ec;
@@ -275,8 +277,9 @@ class Client final : public HttpClient {
       spdlog::debug("upstream {} {}{}", message.method_string(), origin, path_only(url.target));
     }
 
+    const bool repeatable = idempotent(request.method) || request.read_only;
     if (request.body_source) {
-      co_return co_await send_streamed(loop, message, request.body_source, url, proxy, pool_key);
+      co_return co_await send_streamed(loop, message, request.body_source, url, proxy, pool_key, repeatable);
     }
 
     // At most two attempts: the second only when a pooled connection turned
@@ -298,7 +301,7 @@ class Client final : public HttpClient {
       if (!ec) {
         auto response =
             std::make_unique<ResponseImpl>(m_pool, pool_key, std::move(conn), request.method == http::verb::head,
-                                           message.keep_alive(), m_options.io_timeout, head_timeout(request.method));
+                                           message.keep_alive(), m_options.io_timeout, head_timeout(repeatable));
         ec = co_await response->read_head();
         if (!ec) co_return ResponsePtr(std::move(response));
         response_started = response->got_some();
@@ -309,7 +312,7 @@ class Client final : public HttpClient {
       // after acting on the request, so only a request that may be repeated
       // (RFC 9110 9.2.2) is sent again. A timeout might be a slow server
       // that is processing it: no retry then.
-      const bool stale = reused && !response_started && idempotent(request.method) &&
+      const bool stale = reused && !response_started && repeatable &&
                          ec != beast::error::timeout && ec != net::error::operation_aborted;
       if (stale && attempt == 0) {
         spdlog::debug("upstream {}: pooled connection was closed ({}), retrying", origin, ec.message());
@@ -323,14 +326,14 @@ class Client final : public HttpClient {
  private:
   // An idempotent request is answered within io_timeout or retried by its
   // caller; another may take the Hub minutes (ClientOptions).
-  std::chrono::milliseconds head_timeout(http::verb method) const {
-    return idempotent(method) ? m_options.io_timeout : std::max(m_options.io_timeout, m_options.unsafe_answer_timeout);
+  std::chrono::milliseconds head_timeout(bool repeatable) const {
+    return repeatable ? m_options.io_timeout : std::max(m_options.io_timeout, m_options.unsafe_answer_timeout);
   }
 
   // send() for a request whose body comes from `source`, on a new connection.
   net::awaitable<result<ResponsePtr>> send_streamed(net::any_io_executor loop, const OutgoingRequest& message,
                                                     const BodySource& source, const Url& url, const Proxy* proxy,
-                                                    const std::string& pool_key) {
+                                                    const std::string& pool_key, bool repeatable) {
     auto opened = co_await Connection::open(loop, url, proxy, m_tls.get(), m_options.connect_timeout);
     if (!opened) co_return opened.error();
     ConnectionPtr conn = std::move(*opened);
@@ -351,7 +354,7 @@ class Client final : public HttpClient {
     }
     spdlog::debug("upstream {}{}: streamed a {} byte body", url.origin(), path_only(url.target), sent);
     auto response = std::make_unique<ResponseImpl>(m_pool, pool_key, std::move(conn), false, message.keep_alive(),
-                                                   m_options.io_timeout, head_timeout(message.method()));
+                                                   m_options.io_timeout, head_timeout(repeatable));
     if (auto ec = co_await response->read_head()) co_return map_error(ec);
     co_return ResponsePtr(std::move(response));
   }

@@ -8,7 +8,8 @@ import { http1, describe as desc, Fleet, logTail, assertFetchedOnce, withOwnHubc
 
 const REPO = "acme/tiny-model";
 const MiB = 1024 * 1024;
-// Three 4 MiB chunks and a 5-byte one with --fill-chunk-size 4MiB (parallel fills).
+// Three 4 MiB chunks and a 5-byte one (fetched as 4 bytes and the last byte) with --fill-chunk-size 4MiB
+// (parallel fills).
 const BIG_SIZE = 12 * MiB + 5;
 const skip = !hubcacheBin() ? "HUBCACHE_BIN not set and no /work/build-main/bin/hubcache" : false;
 

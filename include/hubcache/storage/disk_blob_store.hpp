@@ -5,6 +5,7 @@
 //   root/store.json                     {"format": 1}; another version refuses to start
 //   root/blobs/<aa>/<sha256 hex>        committed blobs (aa = first two hex digits)
 //   root/staging/<random>               blobs being written; deleted at startup
+//   root/staging/evicted-<sha256 hex>   an evicted blob, for the moment until it is unlinked
 //
 // One store per root: the store holds an exclusive flock on store.json, and a
 // second store (another process, or a second instance in this one) refuses to

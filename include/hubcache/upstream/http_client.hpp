@@ -123,6 +123,10 @@ struct Request {
   // from the source ends the request with that error.
   BodySource body_source{};
   std::optional<std::uint64_t> body_length{};
+  // A request of a method that may change state (POST) that only reads
+  // (paths-info): like a GET, it may be sent again after a pooled connection
+  // turned out closed, and its answer is due within io_timeout.
+  bool read_only = false;
 };
 
 // The head of an upstream response, with the body still on the connection.

@@ -294,6 +294,36 @@ TEST_F(FillEngineTest, WorkersRefusedTogetherShareOneFreshUrl) {
   EXPECT_EQ(read_all(***stored), m_content);
 }
 
+// The Hub failing to answer a refresh is not the CDN refusing fresh URLs:
+// the refresh is tried again (with backoff) and the fill's budget of fresh
+// URLs is not spent on it.
+TEST_F(FillEngineTest, AHubThatFailsToRefreshIsAskedAgain) {
+  std::atomic<int> served_old{0};
+  m_script = [&](const auto& request) {
+    if (request.target() == "/fresh" || served_old++ == 0) return ranged(request);
+    return test::Reply{test::http_response(403, "Request has expired")};
+  };
+  FillOptions options;
+  options.chunk_size = 16 << 10;
+  options.parallelism = 8;
+  options.chunk_attempts = 10;  // per worker: the 9 failures below may fall on any of them
+  options.retry_backoff = 5ms;
+  std::atomic<int> asked{0};
+  FillSource expiring = source();
+  expiring.resolve_again = [&]() -> net::awaitable<result<upstream::Url>> {
+    if (++asked <= 9) co_return make_error_code(errc::upstream_unavailable);  // more than the 8 fresh URLs
+    co_return *upstream::Url::parse(m_server.url("/fresh"));
+  };
+  m_gate.open = true;
+  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
+  bool leader = false;
+  auto member = engine->join(expiring, std::nullopt, leader, m_ioc.get_executor());
+  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
+  ASSERT_TRUE(done.has_value()) << done.error().message();
+  EXPECT_TRUE(done->finished);
+  EXPECT_EQ(asked.load(), 10);
+}
+
 // A closed range near the end of a large file (a reader seeking in it) is
 // fetched first like any other, although it lies in the file's last chunk,
 // whose last byte waits for the whole blob's verification.

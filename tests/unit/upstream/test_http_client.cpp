@@ -368,6 +368,10 @@ TEST_F(HttpClientTest, ARequestThatMayNotBeRepeatedWaitsLongerForItsAnswer) {
   ASSERT_FALSE(post.error) << post.error.message();
   EXPECT_EQ(post.body, "{}");
   EXPECT_EQ(get(*c, server.url("/api/models/x")).error, make_error_code(errc::upstream_timeout));
+  // A POST that only reads (paths-info) is due within io_timeout, as a GET.
+  Request read = make_request(server.url("/api/models/x/paths-info/main"), http::verb::post);
+  read.read_only = true;
+  EXPECT_EQ(test::run(m_ioc, fetch(*c, std::move(read))).error, make_error_code(errc::upstream_timeout));
 }
 
 TEST_F(HttpClientTest, StalledServerTimesOut) {
