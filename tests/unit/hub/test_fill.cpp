@@ -142,6 +142,21 @@ class FillEngineTest : public ::testing::Test {
     return reader ? read_all(**reader) : "";
   }
 
+  // A fill of `src` with `options` (commits not held) run to its end; the
+  // committed blob must be the file.
+  void expect_filled(const FillOptions& options, const FillSource& src) {
+    m_gate.open = true;
+    auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
+    bool leader = false;
+    auto member = engine->join(src, std::nullopt, leader, m_ioc.get_executor());
+    auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
+    ASSERT_TRUE(done.has_value()) << done.error().message();
+    EXPECT_TRUE(done->finished);
+    auto stored = run(m_store.open(*core::Sha256::from_hex(src.meta.etag)));
+    ASSERT_TRUE(stored.has_value() && stored->has_value());
+    EXPECT_EQ(read_all(***stored), m_content);
+  }
+
   // A 206 with the bytes `request` asks for (one "bytes=a-b" range).
   test::Reply ranged(const test::http::request<test::http::string_body>& request) const {
     const std::string range(request[test::http::field::range]);
@@ -280,18 +295,9 @@ TEST_F(FillEngineTest, WorkersRefusedTogetherShareOneFreshUrl) {
     co_await slow.async_wait(net::use_awaitable);
     co_return *upstream::Url::parse(m_server.url("/fresh"));
   };
-  m_gate.open = true;
-  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
-  bool leader = false;
-  auto member = engine->join(expiring, std::nullopt, leader, m_ioc.get_executor());
-  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
-  ASSERT_TRUE(done.has_value()) << done.error().message();
-  EXPECT_TRUE(done->finished);
+  expect_filled(options, expiring);
   EXPECT_GT(refused.load(), 8) << "more workers were refused than the fill may re-resolve";
   EXPECT_EQ(resolves.load(), 1);
-  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
-  ASSERT_TRUE(stored.has_value() && stored->has_value());
-  EXPECT_EQ(read_all(***stored), m_content);
 }
 
 // The Hub failing to answer a refresh is not the CDN refusing fresh URLs:
@@ -314,13 +320,7 @@ TEST_F(FillEngineTest, AHubThatFailsToRefreshIsAskedAgain) {
     if (++asked <= 9) co_return make_error_code(errc::upstream_unavailable);  // more than the 8 fresh URLs
     co_return *upstream::Url::parse(m_server.url("/fresh"));
   };
-  m_gate.open = true;
-  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
-  bool leader = false;
-  auto member = engine->join(expiring, std::nullopt, leader, m_ioc.get_executor());
-  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
-  ASSERT_TRUE(done.has_value()) << done.error().message();
-  EXPECT_TRUE(done->finished);
+  expect_filled(options, expiring);
   EXPECT_EQ(asked.load(), 10);
 }
 
@@ -373,17 +373,8 @@ TEST_F(FillEngineTest, ALaterRangeAnsweredWithTheWholeFileIsAskedAgain) {
   options.chunk_size = 16 << 10;
   options.parallelism = 4;
   options.retry_backoff = 10ms;
-  m_gate.open = true;
-  auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
-  bool leader = false;
-  auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
-  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
-  ASSERT_TRUE(done.has_value()) << done.error().message();
-  EXPECT_TRUE(done->finished);
+  expect_filled(options, source());
   EXPECT_EQ(whole.load(), 2) << "the chunk was asked twice";
-  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
-  ASSERT_TRUE(stored.has_value() && stored->has_value());
-  EXPECT_EQ(read_all(***stored), m_content);
 }
 
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {
