@@ -10,8 +10,9 @@
 // so with one thread per io_context its I/O never hops between threads.
 // A pooled connection the server closed, or sent anything on while idle, is
 // not reused; one found closed only when used is retried once on a new
-// connection, for idempotent methods. Interim 1xx answers are skipped: the
-// Response is always the final answer.
+// connection, for a request that may be repeated (an idempotent method, or
+// Request::read_only). Interim 1xx answers are skipped: the Response is
+// always the final answer.
 //
 // Outbound proxies (ClientOptions::https_proxy/http_proxy/no_proxy): an
 // https:// request goes through an HTTP CONNECT tunnel to the target, with
