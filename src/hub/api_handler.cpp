@@ -49,6 +49,15 @@ bool is_entry_not_found(unsigned status, const bhttp::fields& h) {
 
 std::int64_t age_ms(const CachedAnswer& a) { return (unix_now() - a.fetched_at) * 1000; }
 
+// Conditional and range headers are one caller's: the answer to a fetch is
+// shared with the callers that join it and kept for later ones, so it must
+// be the whole document (a 200 is a valid answer to any of them).
+bool is_conditional(bhttp::field name) {
+  using F = bhttp::field;
+  return name == F::if_none_match || name == F::if_modified_since || name == F::if_match ||
+         name == F::if_unmodified_since || name == F::if_range || name == F::range;
+}
+
 }  // namespace
 
 struct ApiHandler::Fetched {
@@ -135,17 +144,6 @@ std::chrono::milliseconds ApiHandler::ttl_for(const ApiRoute& route, const Cache
   }
   return p.metadata_ttl;
 }
-
-namespace {
-// Conditional and range headers are one caller's: the answer to a fetch is
-// shared with the callers that join it and kept for later ones, so it must
-// be the whole document (a 200 is a valid answer to any of them).
-bool is_conditional(bhttp::field name) {
-  using F = bhttp::field;
-  return name == F::if_none_match || name == F::if_modified_since || name == F::if_match ||
-         name == F::if_unmodified_since || name == F::if_range || name == F::range;
-}
-}  // namespace
 
 net::awaitable<result<ApiHandler::Fetched>> ApiHandler::fetch(const http::Request& req, bool anonymous) {
   upstream::Request up;

@@ -174,14 +174,12 @@ class Tiers : public std::enable_shared_from_this<Tiers> {
     }
   }
 
-  // Remembers `key` without trying it: the breaker is open, so GCS failed
-  // moments ago and an attempt would only spend its retry budget (seconds per
-  // blob, which a SIGTERM would otherwise wait for).
-  void defer_upload(const core::Sha256& key, unsigned failures) { retry_later(key, failures, "GCS is unavailable"); }
-
   net::awaitable<void> upload_one(const core::Sha256& key, unsigned failures) {
     if (!l2_usable()) {
-      defer_upload(key, failures);
+      // Remembered without trying: GCS failed moments ago, and an attempt
+      // would only spend its retry budget (seconds per blob, which a SIGTERM
+      // would otherwise wait for).
+      retry_later(key, failures, "GCS is unavailable");
       co_return;
     }
     auto reader = co_await l1->open(key);  // pins it while it is read
