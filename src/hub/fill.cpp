@@ -2,6 +2,7 @@
 
 #include "headers.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -12,6 +13,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <deque>
 #include <vector>
 
 namespace hubcache::hub {
@@ -101,6 +103,9 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     std::uint64_t end = 0;  // exclusive
     std::uint64_t pos = 0;  // next byte to write
     enum class State { pending, active, done } state = State::pending;
+    // While a response body is being read: since when, and `pos` then.
+    Clock::time_point reading_since{};
+    std::uint64_t reading_from = 0;
   };
 
   // A response whose body carries the bytes from a chunk's `pos`, with the
@@ -108,7 +113,8 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   struct Opened {
     upstream::ResponsePtr resp;
     flight::Semaphore::Permit slot;
-    bool whole = false;  // a 200 with the whole file (upstream ignored Range)
+    std::uint64_t end = 0;  // the end of the bytes asked for (exclusive)
+    bool whole = false;     // a 200 with the whole file (upstream ignored Range)
   };
 
   // What one request attempt came to when it did not open a body.
@@ -155,7 +161,8 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       auto stored = co_await m_engine.m_store.open(*expected.sha256);
       if (stored && *stored) {
         stored->reset();  // only looked: each client opens its own reader
-        if (m_source.verified) co_await m_source.verified(*expected.sha256);
+        if (m_source.verified) m_source.verified(*expected.sha256);
+        if (m_source.committed) co_await m_source.committed(*expected.sha256);
         finish_committed(*expected.sha256);
         co_return;
       }
@@ -174,23 +181,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       co_return;
     }
 
-    // The chunk grid. A file of one chunk (or parallelism 1) is one plain
-    // GET: no Range, so CDNs and upstream hubcaches treat it as usual.
-    const auto& opt = m_engine.m_options;
-    m_ranged = opt.parallelism > 1 && meta().size > opt.chunk_size;
-    const std::uint64_t step = m_ranged ? opt.chunk_size : meta().size;
-    for (std::uint64_t b = 0; b < meta().size; b += step) {
-      m_chunks.push_back({b, std::min(meta().size, b + step), b});
-    }
-    if (m_ranged && m_chunks.back().end - m_chunks.back().begin > 1) {
-      // The last byte gets a chunk of its own: it is released only once the
-      // whole blob is verified, so its chunk is never fetched early, and the
-      // bytes before it should not share that fate (a closed range near the
-      // end of a large file would wait for the whole download).
-      Chunk& last = m_chunks.back();
-      last.end -= 1;
-      m_chunks.push_back({last.end, meta().size, last.end});
-    }
+    plan_chunks();
 
     // The first request also tells whether upstream honours Range; the
     // other workers start only once it did.
@@ -200,8 +191,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (opened->whole) {
       // One stream for the whole file: a single chunk from byte 0.
       m_chunks.assign(1, Chunk{0, meta().size, 0, Chunk::State::active});
+      m_last_byte.reset();
       m_ranged = false;
     }
+    const auto& opt = m_engine.m_options;
     m_workers = 1;
     if (m_ranged) {
       const unsigned extra = static_cast<unsigned>(std::min<std::size_t>(opt.parallelism, m_chunks.size())) - 1;
@@ -214,44 +207,163 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     co_await worker(index, std::move(*opened));
   }
 
+  // The chunk grid. A file of one chunk (or parallelism 1) is one plain GET:
+  // no Range, so CDNs and upstream hubcaches treat it as usual.
+  //
+  // The first `parallelism` chunks grow from chunk_size / parallelism to
+  // chunk_size. Workers that start together on equal chunks finish together,
+  // chunk after chunk, and the bytes readable from the start (all a
+  // streaming client can use) would then advance by parallelism x chunk_size
+  // (128 MiB by default) once per chunk time, with nothing in between.
+  // Staggered from the start, the workers finish one after another and the
+  // readable prefix advances by about a chunk at a time, at the speed of all
+  // connections together. (With equal chunks, 32 clients of a cold 1 GiB
+  // file at 25 MB/s per connection had only the first chunk's bytes to send
+  // for 0.7 s, the machine 60-80 % idle, then 128 MiB each at once.)
+  void plan_chunks() {
+    const auto& opt = m_engine.m_options;
+    const std::uint64_t size = meta().size;
+    m_ranged = opt.parallelism > 1 && size > opt.chunk_size;
+    if (!m_ranged) {
+      m_chunks.push_back({0, size, 0});
+      return;
+    }
+    std::uint64_t begin = 0;
+    for (unsigned k = 1; begin < size; ++k) {
+      std::uint64_t len = opt.chunk_size;
+      if (k < opt.parallelism) len = std::max(k_page, opt.chunk_size * k / opt.parallelism / k_page * k_page);
+      const std::uint64_t end = std::min(size, begin + len);
+      m_chunks.push_back({begin, end, begin});
+      begin = end;
+    }
+    if (m_chunks.back().end - m_chunks.back().begin > 1) {
+      // The last byte gets a chunk of its own: it is released only once the
+      // whole blob is verified, so its chunk is never fetched early, and the
+      // bytes before it should not share that fate (a closed range near the
+      // end of a large file would wait for the whole download).
+      Chunk& last = m_chunks.back();
+      last.end -= 1;
+      m_chunks.push_back({last.end, size, last.end});
+    }
+    m_last_byte = m_chunks.size() - 1;
+  }
+
   // Fetches chunks until none is left or the fill stopped; the last worker
   // to finish finalizes the fill.
   net::awaitable<void> worker(std::optional<std::size_t> index, Opened opened) {
     std::vector<std::byte> buf(k_copy_buffer);
-    if (!index) index = next_chunk();
-    while (index && !m_error && !stopped()) {
+    while (!m_error && !stopped()) {
+      if (!index) index = next_chunk();
+      if (!index) {
+        // Nothing to start or take over now; a running chunk may still
+        // turn slow (or stall) enough to be worth sharing.
+        if (!could_split()) break;
+        co_await idle(split_worth());
+        continue;
+      }
       auto fetched = co_await fetch(m_chunks[*index], std::move(opened), buf);
       opened = {};
+      index.reset();
+      wake_idle();
       if (!fetched) {
         if (!m_error) m_error = fetched.error();
         break;
       }
-      index = next_chunk();
     }
     if (--m_workers == 0) co_await finalize();
   }
 
+  // Waits `d`, or until wake_idle().
+  net::awaitable<void> idle(Clock::duration d) {
+    net::steady_timer timer(m_executor, d);
+    m_idle.push_back(&timer);
+    co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    std::erase(m_idle, &timer);
+  }
+  void wake_idle() {
+    for (auto* timer : m_idle) timer->cancel();
+  }
+
   // The next chunk to fetch: one a Range client is waiting for, else the
-  // first one not started. Marks it active. The file's last chunk (its last
-  // byte alone, when ranged) is never fetched early: that byte is held back
-  // until the whole blob is verified, so a client gains nothing from it.
+  // first one not started, else the back half of a running one (split()).
+  // Marks it active. The file's last byte (a chunk of its own when ranged) is
+  // never fetched early: it is held back until the whole blob is verified,
+  // so a client gains nothing from it.
   std::optional<std::size_t> next_chunk() {
     std::optional<std::size_t> pick;
     {
       std::lock_guard lock(m_fill->m_mutex);
       auto& wanted = m_fill->m_preferred;
       while (!wanted.empty() && !pick) {
-        const std::size_t i = static_cast<std::size_t>(wanted.front() / m_chunks.front().end);
+        const std::uint64_t offset = wanted.front();
         wanted.erase(wanted.begin());
-        if (i + 1 < m_chunks.size() && m_chunks[i].state == Chunk::State::pending) pick = i;
+        // The planned grid comes first, in file order; only its chunks are
+        // ever pending (pieces split off start active).
+        const auto it = std::find_if(m_chunks.begin(), m_chunks.end(), [&](const Chunk& c) { return c.end > offset; });
+        const auto i = static_cast<std::size_t>(it - m_chunks.begin());
+        if (it != m_chunks.end() && it->begin <= offset && it->state == Chunk::State::pending && i != m_last_byte) {
+          pick = i;
+        }
       }
     }
     while (!pick && m_next < m_chunks.size()) {
       if (m_chunks[m_next].state == Chunk::State::pending) pick = m_next;
       ++m_next;
     }
-    if (pick) m_chunks[*pick].state = Chunk::State::active;
+    if (!pick) return split();
+    m_chunks[*pick].state = Chunk::State::active;
     return pick;
+  }
+
+  // Nothing is left to start: takes over the back half of the running chunk
+  // that will take longest at its pace so far, so every connection works
+  // until the end of the download instead of the last chunks finishing on
+  // one or two of them, and a stalled request no longer holds a whole chunk
+  // up. The chunk's own request stops at the new end: its connection is
+  // closed with the rest of the body unread, so whatever upstream had sent
+  // past it is wasted. That is little when it would take a while (bytes in
+  // flight are about the connection's rate times the round trip): a chunk
+  // is split only if it would take more than 4 request latencies, and not
+  // into pieces smaller than an eighth of a chunk.
+  std::optional<std::size_t> split() {
+    if (!m_ranged) return std::nullopt;
+    const auto now = Clock::now();
+    const auto worth = split_worth();
+    const std::uint64_t piece = split_piece();
+    using Seconds = std::chrono::duration<double>;
+    Chunk* victim = nullptr;
+    Seconds longest{};
+    for (auto& c : m_chunks) {
+      if (c.state != Chunk::State::active || c.reading_since == Clock::time_point{} || c.end - c.pos < 2 * piece) {
+        continue;
+      }
+      const Seconds elapsed = now - c.reading_since;
+      const std::uint64_t got = c.pos - c.reading_from;
+      // Nothing yet: stalled once it is late, else too early to tell.
+      const Seconds left = got > 0 ? elapsed * static_cast<double>(c.end - c.pos) / static_cast<double>(got)
+                                   : (elapsed > worth ? Seconds::max() : Seconds{});
+      if (left > worth && left > longest) {
+        victim = &c;
+        longest = left;
+      }
+    }
+    if (!victim) return std::nullopt;
+    // The victim may hold up to a buffer of bytes past its `pos`, read but
+    // not yet written: the new end lies beyond them (piece >= buffer).
+    const std::uint64_t mid = (victim->pos + (victim->end - victim->pos) / 2 + k_page - 1) / k_page * k_page;
+    m_chunks.push_back({mid, victim->end, mid, Chunk::State::active});
+    victim->end = mid;
+    ++m_splits;
+    return m_chunks.size() - 1;
+  }
+
+  Clock::duration split_worth() const { return std::max<Clock::duration>(4 * m_latency, std::chrono::milliseconds(20)); }
+  std::uint64_t split_piece() const { return std::max<std::uint64_t>(m_engine.m_options.chunk_size / 8, k_copy_buffer); }
+  // Whether a running chunk is large enough to be split if it turns slow.
+  bool could_split() const {
+    return m_ranged && std::any_of(m_chunks.begin(), m_chunks.end(), [&](const Chunk& c) {
+             return c.state == Chunk::State::active && c.end - c.pos >= 2 * split_piece();
+           });
   }
 
   bool stopped() const {
@@ -269,7 +381,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         opened = std::move(*next);
       }
       const std::uint64_t before = c.pos;
-      auto drained = co_await drain(*opened.resp, c, buf);
+      c.reading_since = Clock::now();
+      c.reading_from = c.pos;
+      auto drained = co_await drain(*opened.resp, c, opened.end, buf);
+      c.reading_since = {};
       opened = {};  // the connection goes back to the pool, or is closed
       if (drained) break;
       if (c.pos > before) failures = 0;  // progress: a new run of attempts
@@ -295,7 +410,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   // k_write_interval after the last one, so a slow download still trickles
   // to clients; on an error the bytes held are written before it is
   // returned, so a resumed request starts after them.
-  net::awaitable<result<void>> drain(upstream::Response& resp, Chunk& c, std::vector<std::byte>& buf) {
+  // `asked_end` is where the response's bytes end: beyond c.end when the
+  // chunk was split meanwhile, and then the rest of the body is left unread.
+  net::awaitable<result<void>> drain(upstream::Response& resp, Chunk& c, std::uint64_t asked_end,
+                                     std::vector<std::byte>& buf) {
     std::size_t held = 0;  // bytes at the front of buf that belong at c.pos
     auto written_at = Clock::now();
     while (c.pos + held < c.end) {
@@ -313,6 +431,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         written_at = now;
       }
     }
+    if (c.end < asked_end) co_return result<void>();  // split: the connection is closed
     // Read the end of the body so the connection can be reused.
     std::array<std::byte, 1> probe{};
     auto end = co_await resp.read_some(probe);
@@ -383,8 +502,11 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     std::optional<std::pair<std::uint64_t, std::uint64_t>> range;
     const bool whole_file = c.pos == 0 && c.end == meta().size && !m_ranged;
     if (!whole_file) range.emplace(c.pos, c.end - 1);
+    opened.end = c.end;
+    const auto asked = Clock::now();
     auto sent = co_await m_engine.m_hub.get_content(m_url, meta().content_on_hub, m_source.authorization, range);
     if (!sent) co_return Failure{sent.error(), retryable(sent.error()), false};
+    m_latency = Clock::now() - asked;
     auto& resp = **sent;
     const unsigned status = resp.status();
     const auto len = resp.content_length();
@@ -403,6 +525,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       if (len && *len != meta().size) co_return Failure{make_error_code(errc::integrity_mismatch), false, false};
       if (whole_file || m_workers == 0) {
         opened.whole = !whole_file;
+        opened.end = meta().size;
         opened.resp = std::move(*sent);
         co_return opened;
       }
@@ -458,14 +581,15 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (m_writer->written() != meta().size) co_return fail(make_error_code(errc::integrity_mismatch), "size check");
     auto verified = co_await m_writer->verify();
     if (!verified) co_return fail(verified.error(), "verify");
-    // The index record first (a few small fsyncs), so that a client's next
-    // request, made the moment it has its file, finds it. Then every byte
-    // is right and the last one goes out (waking its waiters at once): the
-    // clients do not wait for the commit, whose fsync of a large file may
-    // take longer than a client waits for a byte. Requests that find the
-    // record meanwhile read the staging file: open_reader() stays valid
-    // during commit().
-    if (m_source.verified) co_await m_source.verified(*verified);
+    // Every byte is right: the index record becomes findable (in memory,
+    // so a client's next request, made the moment it has its file, finds
+    // it) and the last byte goes out, waking its waiters at once. The
+    // clients wait neither for the commit, whose fsync of a large file may
+    // take longer than a client waits for a byte, nor for the durable index
+    // record, whose fsyncs queue behind that file's writeback. Requests that
+    // find the record meanwhile read the staging file: open_reader() stays
+    // valid during commit().
+    if (m_source.verified) m_source.verified(*verified);
     m_fill->wm.add(0, meta().size, true);
     auto sha = co_await m_writer->commit();
     if (!sha) co_return fail(sha.error(), "commit");
@@ -475,6 +599,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
       m_fill->m_committed = *sha;  // in the same step: open_reader() never finds neither
     }
     m_writer.reset();
+    if (m_source.committed) co_await m_source.committed(*sha);
     finish_committed(*sha);
   }
 
@@ -490,9 +615,9 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     m_fill->wm.finish({});
     m_done = true;
     const auto secs = std::chrono::duration<double>(Clock::now() - m_started).count();
-    spdlog::info("filled {} ({} bytes in {} chunk(s), {:.2f}s, {:.1f} MB/s, {} retries) -> {}", meta().etag,
-                 meta().size, m_chunks.size(), secs, secs > 0 ? static_cast<double>(meta().size) / secs / 1e6 : 0.0,
-                 m_retries, sha.hex());
+    spdlog::info("filled {} ({} bytes in {} chunk(s) of which {} split off, {:.2f}s, {:.1f} MB/s, {} retries) -> {}",
+                 meta().etag, meta().size, m_chunks.size(), m_splits, secs,
+                 secs > 0 ? static_cast<double>(meta().size) / secs / 1e6 : 0.0, m_retries, sha.hex());
   }
 
   void fail(std::error_code ec, std::string_view stage) {
@@ -526,8 +651,12 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   bool m_refreshing = false;
   flight::Semaphore::Permit m_slot;  // one of FillOptions::max_fills
   storage::BlobWriterPtr m_writer;
-  std::vector<Chunk> m_chunks;
-  std::size_t m_next = 0;  // chunks before it are not pending
+  std::deque<Chunk> m_chunks;  // the grid, then pieces split off; a deque keeps workers' Chunk& valid
+  std::size_t m_next = 0;      // chunks before it are not pending
+  std::optional<std::size_t> m_last_byte;  // the chunk of the file's last byte, when ranged
+  unsigned m_splits = 0;
+  Clock::duration m_latency{};  // of the last request answered: its time to the head
+  std::vector<net::steady_timer*> m_idle;  // workers waiting in idle()
   bool m_ranged = false;
   unsigned m_workers = 0;
   std::error_code m_error;  // the first chunk failure

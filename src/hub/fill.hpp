@@ -1,9 +1,13 @@
 // FillEngine: moves a blob from upstream into the store once, however many
 // clients want it, and lets every one of them read it while it arrives.
 //
-// A fill of a large file downloads it as fixed-size chunks over several
-// ranged requests at once: CDNs cap what one connection gets, so parallel
-// ranges are what makes a cold pull fast. Each chunk is retried with backoff
+// A fill of a large file downloads it in chunks over several ranged
+// requests at once: CDNs cap what one connection gets, so parallel ranges are
+// what makes a cold pull fast. The first chunks are smaller, so that the
+// workers finish in turn and the bytes readable from the start advance
+// steadily; once no chunk is left to start, an idle worker takes over the
+// back half of the running chunk with the most left, so every connection
+// works until the end. Each chunk is retried with backoff
 // and resumed where it stopped; an expired or refused signed URL (403/410)
 // is re-resolved through the Hub (FillSource::resolve_again) and the fill
 // goes on. An upstream that ignores Range (answers 200) is read as one
@@ -64,10 +68,14 @@ struct FillSource {
   // Asks the Hub again for a fresh content URL (the signed CDN URL expired).
   std::function<net::awaitable<result<upstream::Url>>()> resolve_again;
   // Runs once the blob is verified (or found stored by another replica),
-  // before the last byte goes out: the index record. So a client's next
-  // request finds it: served from the fill until the commit is done
-  // (FillEngine::join_if_verified), a hit after.
-  std::function<net::awaitable<void>(core::Sha256)> verified;
+  // before the last byte goes out, and must not block: makes the index
+  // record findable (MetadataIndex::remember). So a client's next request,
+  // made the moment it has its file, finds it: served from the fill until
+  // the commit is done (FillEngine::join_if_verified), a hit after.
+  std::function<void(core::Sha256)> verified;
+  // Runs once the blob is committed (or found stored): the durable index
+  // record, which no client waits for.
+  std::function<net::awaitable<void>(core::Sha256)> committed;
 };
 
 class Fill {

@@ -332,7 +332,7 @@ class Service final : public HubService {
   // index record to write once the blob is verified.
   FillSource fill_source(const core::FileRoute& route, const FileMeta& meta, const std::string& auth,
                          const storage::FileKey& key) {
-    FillSource source{meta, auth, {}, {}};
+    FillSource source{meta, auth, {}, {}, {}};
     core::FileRoute at_commit = route;
     at_commit.revision = meta.commit;
     source.resolve_again = [this, at_commit, auth, etag = meta.etag,
@@ -343,7 +343,8 @@ class Service final : public HubService {
       if (fresh == nullptr || fresh->etag != etag || fresh->size != size) co_return errc::upstream_protocol;
       co_return fresh->content_url;
     };
-    source.verified = [this, key, meta](core::Sha256 sha) -> net::awaitable<void> { co_await remember(key, meta, sha); };
+    source.verified = [index = m_deps.index, key, meta](core::Sha256 sha) { index->remember(key, record_of(meta, sha)); };
+    source.committed = [this, key, meta](core::Sha256 sha) -> net::awaitable<void> { co_await record(key, meta, sha); };
     return source;
   }
 
@@ -643,12 +644,21 @@ class Service final : public HubService {
     if (meta.size > 0) co_await ex.write_body(std::span<const std::byte>(&last, 1));
   }
 
-  // Records (coordinates -> blob) durably, off the I/O thread. A failure only
-  // costs a future upstream check, so it is logged, not returned.
+  static storage::FileRecord record_of(const FileMeta& meta, const core::Sha256& sha) {
+    return {meta.etag, meta.lfs, meta.size, sha, meta.content_type};
+  }
+
+  // Records (coordinates -> blob) unless the index has that already.
   net::awaitable<void> remember(const storage::FileKey& key, const FileMeta& meta, const core::Sha256& sha) {
     auto existing = co_await m_deps.index->get(key);
     if (existing && *existing && (*existing)->sha256 == sha) co_return;
-    storage::FileRecord rec{meta.etag, meta.lfs, meta.size, sha, meta.content_type};
+    co_await record(key, meta, sha);
+  }
+
+  // Records durably, off the I/O thread. A failure only costs a future
+  // upstream check, so it is logged, not returned.
+  net::awaitable<void> record(const storage::FileKey& key, const FileMeta& meta, const core::Sha256& sha) {
+    const storage::FileRecord rec = record_of(meta, sha);
     auto* index = m_deps.index;
     // Named, not a temporary: GCC 12 destroys a capturing lambda temporary
     // inside a co_await expression twice.

@@ -163,6 +163,13 @@ class DiskMetadataIndex final : public MetadataIndex {
     return {};
   }
 
+  void remember(const FileKey& key, const FileRecord& record) override {
+    std::lock_guard lock(m_mutex);
+    ++m_generation;
+    m_record_cache.put(canonical_key(key), record);
+    if (!record.etag.empty()) m_etag_cache.put(record.etag, record.sha256);
+  }
+
   net::awaitable<result<std::optional<core::Sha256>>> blob_for_etag(std::string etag) override {
     co_return blob_for_etag_now(etag);
   }

@@ -11,7 +11,7 @@ import { http1, describe as desc, Fleet, logTail, assertFetchedOnce, withOwnHubc
 const REPO = "acme/tiny-model";
 const MiB = 1024 * 1024;
 const CHUNK = 2 * MiB;
-const BIG_SIZE = 24 * MiB + 77; // 13 chunks of 2 MiB, the last one 77 bytes, fetched as 76 + the last byte
+const BIG_SIZE = 24 * MiB + 77; // with 4 workers: chunks of 0.5, 1 and 1.5 MiB, then of 2 MiB, then the last byte alone
 const skip = !hubcacheBin() ? "HUBCACHE_BIN not set and no /work/build-main/bin/hubcache" : false;
 
 let fake;
@@ -53,7 +53,7 @@ after(async () => {
 });
 
 test("32 concurrent clients with mixed ranges on one cold blob get exactly their bytes; one fill", { skip, timeout: 60000 }, () =>
-  withFreshHc(async (url) => {
+  withFreshHc(async (url, rec) => {
     fake.reset();
     fake.scenario({ cdnRate: 8 * MiB }); // slow enough that every client joins the running fill
     const size = big.size;
@@ -82,22 +82,23 @@ test("32 concurrent clients with mixed ranges on one cold blob get exactly their
     assert.ok(await fake.idle(20000));
     const s = fake.stats();
     const gets = assertFetchedOnce(s.log, big.sha256, size, "32 mixed clients");
-    // The last byte is a chunk of its own (released only after verification).
-    assert.equal(gets.length, Math.ceil(size / CHUNK) + 1, `one request per chunk: ${showCdn(s)}`);
+    assert.ok(await waitFor(() => filledLine(rec.hc, big.sha256)), "the fill logged its end");
+    assert.equal(gets.length, Number(filledLine(rec.hc, big.sha256)[1]), `one request per chunk (none retried): ${showCdn(s)}`);
   }));
 
 test("a Range request on a cold blob gets its own chunk fetched first", { skip, timeout: 40000 }, () =>
   withFreshHc(async (url, rec) => {
     fake.reset();
     fake.scenario({ cdnRate: 4 * MiB });
-    const offset = 20 * MiB + 5; // chunk 10 of 13
+    const offset = 20 * MiB + 5; // in the 12th chunk of 15
     const r = await http1(url, "GET", resolvePath("main", "big.bin"), { headers: { Range: `bytes=${offset}-${offset + 999}` }, timeoutMs: 30000 });
     assert.equal(r.status, 206, desc(r));
     assert.ok(r.body.equals(bigBytes.subarray(offset, offset + 1000)), "range bytes");
     assert.ok(await waitFor(() => filledLine(rec.hc, big.sha256), 30000), "the rest of the fill finishes");
     assert.ok(await fake.idle(5000));
     const gets = cdnGets(fake.stats(), big.sha256);
-    assert.equal(gets[0].headers.range, `bytes=${20 * MiB}-${22 * MiB - 1}`, `the first CDN request is the client's chunk: ${showCdn(fake.stats())}`);
+    const [first, last] = /^bytes=(\d+)-(\d+)$/.exec(gets[0].headers.range).slice(1).map(Number);
+    assert.ok(first <= offset && offset + 999 <= last && last - first < CHUNK, `the first CDN request is the client's chunk: ${showCdn(fake.stats())}`);
     assertFetchedOnce(fake.stats().log, big.sha256, big.size, "whole blob still filled");
 
     // and the blob is complete and verified in the cache now
@@ -160,7 +161,7 @@ test("chaining: a hubcache whose upstream is another hubcache fills with ranged 
     assert.ok(await fake.idle(20000));
     assertFetchedOnce(fake.stats().log, big.sha256, big.size, "the regional cache filled once from the CDN");
     assert.ok(await waitFor(() => filledLine(sidecar.hc, big.sha256)), "the sidecar logged its fill");
-    assert.equal(filledLine(sidecar.hc, big.sha256)[1], "14", "the sidecar filled from the regional cache in ranged chunks");
+    assert.ok(Number(filledLine(sidecar.hc, big.sha256)[1]) >= 15, "the sidecar filled from the regional cache in ranged chunks");
 
     // a gated file: the caller's token travels down the chain; anonymous callers stay refused
     const G = "acme/gated-model";

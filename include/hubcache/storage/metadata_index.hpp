@@ -60,6 +60,13 @@ class MetadataIndex {
   // errc::bad_request when a key or record string is not valid UTF-8 (it
   // cannot be stored in the JSON record); errc::storage_io on disk errors.
   virtual result<void> put(const FileKey& key, const FileRecord& record) = 0;
+  // Makes get() and blob_for_etag() answer with `record` at once, in memory
+  // only (lost on restart, or when pushed out of the bounded memory, unless
+  // put() follows). For a blob just verified: its clients get their last
+  // byte without waiting for put()'s fsyncs, which can take a second behind
+  // the writeback of a large file, and their next request still finds it.
+  // Never blocks.
+  virtual void remember(const FileKey& key, const FileRecord& record) = 0;
   // Blob key for an upstream etag (unquoted), if some record with that etag
   // was stored.
   virtual boost::asio::awaitable<result<std::optional<core::Sha256>>> blob_for_etag(std::string etag) = 0;

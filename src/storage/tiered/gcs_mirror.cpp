@@ -159,6 +159,8 @@ class MirroredIndex final : public MetadataIndex {
     return stored;
   }
 
+  void remember(const FileKey& key, const FileRecord& record) override { m_local->remember(key, record); }
+
   // Not kept locally on its own (the disk index writes etag mappings only
   // with a record); the service records the file right after a hit.
   net::awaitable<result<std::optional<core::Sha256>>> blob_for_etag(std::string etag) override {

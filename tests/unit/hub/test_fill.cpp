@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <mutex>
 #include <string>
 
 namespace hubcache::hub {
@@ -92,8 +93,9 @@ std::string content_of(std::size_t size) {
 
 class FillEngineTest : public ::testing::Test {
  protected:
-  FillEngineTest()
-      : m_server([this](const test::http::request<test::http::string_body>& request) {
+  explicit FillEngineTest(std::size_t size = 300'000)
+      : m_content(content_of(size)),
+        m_server([this](const test::http::request<test::http::string_body>& request) {
           return m_script ? m_script(request) : test::Reply{test::http_response(200, m_content)};
         }),
         m_disk(storage::make_disk_blob_store({m_dir.path() / "blobs", 64 << 20}, m_pool)),
@@ -110,7 +112,7 @@ class FillEngineTest : public ::testing::Test {
     meta.size = m_content.size();
     meta.content_url = *upstream::Url::parse(m_server.url("/blob"));
     meta.content_on_hub = false;
-    return FillSource{meta, "", {}, {}};
+    return FillSource{meta, "", {}, {}, {}};
   }
 
   // Until `task` is done: a held commit keeps the context busy meanwhile.
@@ -157,17 +159,30 @@ class FillEngineTest : public ::testing::Test {
     EXPECT_EQ(read_all(***stored), m_content);
   }
 
-  // A 206 with the bytes `request` asks for (one "bytes=a-b" range).
-  test::Reply ranged(const test::http::request<test::http::string_body>& request) const {
+  // A 206 with the bytes `request` asks for (one "bytes=a-b" range); with
+  // `stall_after`, only that many of them, then nothing more.
+  test::Reply ranged(const test::http::request<test::http::string_body>& request,
+                     std::optional<std::size_t> stall_after = std::nullopt) const {
+    const auto [first, last] = range_of(request);
+    if (last < first) return {test::http_response(400, "")};
+    test::Reply reply{test::http_response(206, m_content.substr(first, last - first + 1),
+                                          "Content-Range: bytes " + std::to_string(first) + "-" + std::to_string(last) +
+                                              "/" + std::to_string(m_content.size()) + "\r\n")};
+    if (stall_after) {
+      reply.raw.resize(reply.raw.size() - (last - first + 1) + *stall_after);
+      reply.stall = true;
+    }
+    return reply;
+  }
+  // The first and last byte of a "bytes=a-b" request; {1, 0} for any other.
+  static std::pair<std::size_t, std::size_t> range_of(const test::http::request<test::http::string_body>& request) {
     const std::string range(request[test::http::field::range]);
     std::size_t first = 0, last = 0;
-    if (std::sscanf(range.c_str(), "bytes=%zu-%zu", &first, &last) != 2) return {test::http_response(400, "")};
-    return {test::http_response(206, m_content.substr(first, last - first + 1),
-                                "Content-Range: bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" +
-                                    std::to_string(m_content.size()) + "\r\n")};
+    if (std::sscanf(range.c_str(), "bytes=%zu-%zu", &first, &last) != 2) return {1, 0};
+    return {first, last};
   }
 
-  const std::string m_content = content_of(300'000);
+  const std::string m_content;
   // When set, answers the CDN's requests instead of the whole file (set
   // before the first request; read on the server's thread).
   std::function<test::Reply(const test::http::request<test::http::string_body>&)> m_script;
@@ -220,6 +235,34 @@ TEST_F(FillEngineTest, LastByteGoesOutOnceVerifiedWithoutWaitingForTheCommit) {
   auto later = run(fill.open_reader(m_store, 1000ms));
   ASSERT_TRUE(later.has_value()) << later.error().message();
   EXPECT_EQ(read_all(**later), m_content);
+}
+
+// The index record is made findable before the last byte goes out, so a
+// client's next request finds the file; its durable write (fsyncs that may
+// wait behind the writeback of the file) comes after the commit, and no
+// client waits for it.
+TEST_F(FillEngineTest, TheRecordIsFindableBeforeTheLastByteAndWrittenAfterTheCommit) {
+  auto engine = std::make_shared<FillEngine>(FillOptions{}, m_hub, m_store);
+  FillSource src = source();
+  Fill* fill = nullptr;
+  std::vector<std::string> seen;
+  src.verified = [&](core::Sha256) {
+    seen.push_back(fill->wm.state(0).available < m_content.size() ? "verified, last byte held" : "verified, all out");
+  };
+  Gate* gate = &m_gate;
+  src.committed = [&, gate](core::Sha256) -> net::awaitable<void> {
+    seen.push_back(gate->commits_waiting.load() == 0 ? "committed" : "commit still held");
+    co_return;
+  };
+  bool leader = false;
+  auto member = engine->join(src, std::nullopt, leader, m_ioc.get_executor());
+  fill = &member.fill();
+  ASSERT_TRUE(run(fill->wm.wait_beyond(m_content.size() - 1, 5s)).has_value());
+  EXPECT_EQ(seen, std::vector<std::string>{"verified, last byte held"}) << "the commit is held: no durable record yet";
+  m_gate.open = true;
+  auto done = run(fill->wm.wait_beyond(m_content.size(), 5s));
+  ASSERT_TRUE(done.has_value() && done->finished);
+  EXPECT_EQ(seen, (std::vector<std::string>{"verified, last byte held", "committed"}));
 }
 
 // What a client streaming the file relies on when the commit fails after the
@@ -363,10 +406,20 @@ TEST_F(FillEngineTest, ARangeInTheLastChunkIsFetchedFirst) {
 // later one (a 200 with the whole file): that request is asked again, not
 // the fill failed.
 TEST_F(FillEngineTest, ALaterRangeAnsweredWithTheWholeFileIsAskedAgain) {
-  std::atomic<int> whole{0};
+  // The first request after the one from byte 0 is answered with the whole
+  // file, once; then the requests for the same bytes are counted.
+  std::mutex mutex;
+  std::string refused;
+  int asked = 0;
   m_script = [&](const auto& request) {
     const std::string range(request[test::http::field::range]);
-    if (range.rfind("bytes=32768-", 0) == 0 && whole++ == 0) return test::Reply{test::http_response(200, m_content)};
+    std::lock_guard lock(mutex);
+    if (refused.empty() && range.rfind("bytes=0-", 0) != 0) {
+      refused = range;
+      ++asked;
+      return test::Reply{test::http_response(200, m_content)};
+    }
+    if (range == refused) ++asked;
     return ranged(request);
   };
   FillOptions options;
@@ -374,7 +427,95 @@ TEST_F(FillEngineTest, ALaterRangeAnsweredWithTheWholeFileIsAskedAgain) {
   options.parallelism = 4;
   options.retry_backoff = 10ms;
   expect_filled(options, source());
-  EXPECT_EQ(whole.load(), 2) << "the chunk was asked twice";
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(asked, 2) << "the chunk was asked twice: " << refused;
+}
+
+// Workers that start together on equal chunks finish together, and the bytes
+// readable from the start advance in leaps of all their chunks at once. The
+// first chunks grow instead, one worker's step at a time.
+TEST_F(FillEngineTest, TheFirstChunksGrowSoThatWorkersFinishInTurn) {
+  std::mutex mutex;
+  std::vector<std::pair<std::size_t, std::size_t>> asked;
+  m_script = [&](const auto& request) {
+    std::lock_guard lock(mutex);
+    asked.push_back(range_of(request));
+    return ranged(request);
+  };
+  FillOptions options;
+  options.chunk_size = 16 << 10;
+  options.parallelism = 4;
+  expect_filled(options, source());
+  std::lock_guard lock(mutex);
+  std::sort(asked.begin(), asked.end());
+  ASSERT_EQ(asked.size(), 21u) << "3 growing chunks, 17 of 16 KiB (the last one short), the last byte";
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < asked.size(); ++i) {
+    const auto [first, last] = asked[i];
+    EXPECT_EQ(first, next) << "request " << i;
+    const std::size_t expected = i < 3 ? (i + 1) * 4096 : i + 2 < asked.size() ? 16384 : i + 1 < asked.size() ? 300'000 - 1 - first : 1;
+    EXPECT_EQ(last - first + 1, expected) << "request " << i;
+    next = last + 1;
+  }
+}
+
+class LargeFillTest : public FillEngineTest {
+ protected:
+  LargeFillTest() : FillEngineTest(4 << 20) {}
+};
+
+// When nothing is left to start, an idle worker takes over the back half of
+// the running chunk with the most left, and the chunk's own request stops
+// there: a stalled connection no longer holds the whole chunk up.
+TEST_F(LargeFillTest, AnIdleWorkerTakesOverTheBackOfAStalledChunk) {
+  // Chunks of 1 MiB, the first one 512 KiB: [0.5 MiB, 1.5 MiB) is the
+  // second worker's first chunk. Its first request sends 64 KiB and stalls.
+  constexpr std::size_t begin = 512 << 10, end = 3 << 19;
+  std::mutex mutex;
+  std::vector<std::pair<std::size_t, std::size_t>> asked;
+  bool stalled = false;
+  m_script = [&](const auto& request) {
+    const auto range = range_of(request);
+    std::lock_guard lock(mutex);
+    asked.push_back(range);
+    if (range.first == begin && !stalled) {
+      stalled = true;
+      return ranged(request, 64 << 10);
+    }
+    return ranged(request);
+  };
+  FillOptions options;
+  options.chunk_size = 1 << 20;
+  options.parallelism = 2;
+  upstream::ClientOptions client;
+  client.io_timeout = 1000ms;  // ends the stalled request
+  HubClient hub{upstream::make_http_client(client), *upstream::Url::parse(m_server.url("/"))};
+  m_gate.open = true;
+  auto engine = std::make_shared<FillEngine>(options, hub, m_store);
+  bool leader = false;
+  auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
+  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
+  ASSERT_TRUE(done.has_value()) << done.error().message();
+  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
+  ASSERT_TRUE(stored.has_value() && stored->has_value());
+  EXPECT_EQ(read_all(***stored), m_content);
+
+  std::lock_guard lock(mutex);
+  std::string shown;
+  for (const auto& [first, last] : asked) shown += std::to_string(first) + "-" + std::to_string(last) + " ";
+  // The other worker, out of chunks, took the back half of what was left
+  // ([1 MiB, 1.5 MiB) or, had the first 64 KiB been written by then, a bit
+  // less), then half of the rest, until a piece was below 2 x 256 KiB.
+  const auto split_off = std::count_if(asked.begin(), asked.end(), [&](const auto& r) {
+    return r.first > begin && r.first < end && r.second < end;
+  });
+  EXPECT_EQ(split_off, 3) << "2 pieces split off and the stalled request resumed: " << shown;
+  // The stalled request timed out and was resumed after its 64 KiB, only up
+  // to where the pieces split off begin.
+  const auto resumed = std::find_if(asked.begin(), asked.end(), [&](const auto& r) { return r.first == begin + (64 << 10); });
+  ASSERT_NE(resumed, asked.end()) << shown;
+  EXPECT_LT(resumed->second, (768 << 10) + 4096) << shown;
+  EXPECT_EQ(asked.size(), 9u) << "6 planned chunks, 2 split off, 1 resumed: " << shown;
 }
 
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {

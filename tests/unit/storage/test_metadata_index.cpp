@@ -98,6 +98,30 @@ TEST_F(MetadataIndexTest, PutReplacesARecordAlreadyReadIntoMemory) {
   EXPECT_EQ(**blob_for_etag("etag-2"), record("etag-2", 'b').sha256);
 }
 
+// What a fill does once its blob is verified: findable at once, durable only
+// once put() follows.
+TEST_F(MetadataIndexTest, ARememberedRecordIsFoundAtOnceButKeptOnlyByPut) {
+  const FileRecord rec = record("etag-1", 'a');
+  m_index->remember(key("a.bin"), rec);
+  auto got = get(key("a.bin"));
+  ASSERT_TRUE(got.has_value() && got->has_value());
+  expect_same(**got, rec);
+  EXPECT_EQ(**blob_for_etag("etag-1"), rec.sha256);
+  EXPECT_TRUE(json_files(dir() / "files").empty()) << "nothing written";
+
+  m_index.reset();
+  m_index = make_disk_metadata_index(dir());
+  EXPECT_FALSE(get(key("a.bin"))->has_value()) << "not kept across a restart";
+  EXPECT_FALSE(blob_for_etag("etag-1")->has_value());
+
+  m_index->remember(key("a.bin"), rec);
+  ASSERT_TRUE(m_index->put(key("a.bin"), rec));
+  m_index.reset();
+  m_index = make_disk_metadata_index(dir());
+  ASSERT_TRUE(get(key("a.bin"))->has_value());
+  expect_same(**get(key("a.bin")), rec);
+}
+
 TEST(LruMap, ForgetsTheLeastRecentlyUsedWhenFull) {
   detail::LruMap<int> map(2);
   map.put("a", 1);

@@ -39,7 +39,7 @@ namespace http = boost::beast::http;
 struct Reply {
   std::string raw;     // written verbatim; may be a partial or malformed response
   bool close = false;  // close the connection after writing raw
-  bool stall = false;  // write nothing and keep the connection open until the server stops
+  bool stall = false;  // after raw (usually empty), write nothing more; keep the connection open until the server stops
   std::string later = {};  // written unasked on the same connection 50 ms after raw
 };
 using Handler = std::function<Reply(const http::request<http::string_body>&)>;
@@ -121,6 +121,7 @@ class TestServer {
       }
       const Reply reply = m_handler(request);
       if (reply.stall) {
+        if (!reply.raw.empty()) co_await net::async_write(stream, net::buffer(reply.raw), k_token);
         co_await stall();
         co_return;
       }
