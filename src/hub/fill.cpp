@@ -103,7 +103,9 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     std::uint64_t end = 0;  // exclusive
     std::uint64_t pos = 0;  // next byte to write
     enum class State { pending, active, done } state = State::pending;
-    // While a response body is being read: since when, and `pos` then.
+    // While a response body is being read: the response, since when, and
+    // `pos` then.
+    upstream::Response* reading = nullptr;
     Clock::time_point reading_since{};
     std::uint64_t reading_from = 0;
   };
@@ -258,7 +260,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         // Nothing to start or take over now; a running chunk may still
         // turn slow (or stall) enough to be worth sharing.
         if (!could_split()) break;
-        co_await idle(split_worth());
+        co_await idle(std::min<Clock::duration>(split_worth(), std::chrono::milliseconds(100)));
         continue;
       }
       auto fetched = co_await fetch(m_chunks[*index], std::move(opened), buf);
@@ -319,12 +321,15 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   // that will take longest at its pace so far, so every connection works
   // until the end of the download instead of the last chunks finishing on
   // one or two of them, and a stalled request no longer holds a whole chunk
-  // up. The chunk's own request stops at the new end: its connection is
+  // up for long (its front part still waits for the request to time out and
+  // resume). The chunk's own request stops at the new end: its connection is
   // closed with the rest of the body unread, so whatever upstream had sent
-  // past it is wasted. That is little when it would take a while (bytes in
-  // flight are about the connection's rate times the round trip): a chunk
-  // is split only if it would take more than 4 request latencies, and not
-  // into pieces smaller than an eighth of a chunk.
+  // past it is wasted. That is little when upstream is the slow end (bytes
+  // in flight are about the connection's rate times the round trip), and
+  // another connection gains nothing when the fill's reading is: a chunk is
+  // split only if it would take more than 4 request latencies at its pace,
+  // and not when more than a buffer of its bytes already wait to be read,
+  // nor into pieces smaller than an eighth of a chunk.
   std::optional<std::size_t> split() {
     if (!m_ranged) return std::nullopt;
     const auto now = Clock::now();
@@ -334,14 +339,15 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     Chunk* victim = nullptr;
     Seconds longest{};
     for (auto& c : m_chunks) {
-      if (c.state != Chunk::State::active || c.reading_since == Clock::time_point{} || c.end - c.pos < 2 * piece) {
+      if (c.state != Chunk::State::active || c.reading == nullptr || c.end - c.pos < 2 * piece ||
+          c.reading->waiting() > k_copy_buffer) {
         continue;
       }
       const Seconds elapsed = now - c.reading_since;
       const std::uint64_t got = c.pos - c.reading_from;
       // Nothing yet: stalled once it is late, else too early to tell.
       const Seconds left = got > 0 ? elapsed * static_cast<double>(c.end - c.pos) / static_cast<double>(got)
-                                   : (elapsed > worth ? Seconds::max() : Seconds{});
+                                   : Seconds(elapsed > worth ? std::numeric_limits<double>::infinity() : 0.0);
       if (left > worth && left > longest) {
         victim = &c;
         longest = left;
@@ -381,10 +387,11 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         opened = std::move(*next);
       }
       const std::uint64_t before = c.pos;
+      c.reading = opened.resp.get();
       c.reading_since = Clock::now();
       c.reading_from = c.pos;
       auto drained = co_await drain(*opened.resp, c, opened.end, buf);
-      c.reading_since = {};
+      c.reading = nullptr;
       opened = {};  // the connection goes back to the pool, or is closed
       if (drained) break;
       if (c.pos > before) failures = 0;  // progress: a new run of attempts
@@ -624,6 +631,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (m_done) return;
     m_done = true;
     if (!m_error) m_error = ec;  // stops the other workers
+    wake_idle();
     if (ec != errc::cancelled) {
       spdlog::warn("fill of {} failed at {}: {}", meta().etag, stage, ec.message());
     } else {

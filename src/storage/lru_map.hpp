@@ -43,6 +43,12 @@ class LruMap {
     m_index.emplace(key, m_order.begin());
   }
 
+  void erase(const std::string& key) {
+    if (const auto it = m_index.find(key); it != m_index.end()) {
+      m_order.erase(it->second);
+      m_index.erase(it);
+    }
+  }
   std::size_t size() const noexcept { return m_index.size(); }
 
  private:

@@ -145,7 +145,15 @@ class DiskMetadataIndex final : public MetadataIndex {
   }
 
   result<void> put(const FileKey& key, const FileRecord& record) override {
-    if (auto written = write_json(record_path(key), record_json(key, record)); !written) return written;
+    if (auto written = write_json(record_path(key), record_json(key, record)); !written) {
+      // What remember() put in memory is not on disk: forget it, so that a
+      // later put() is not skipped as already done.
+      std::lock_guard lock(m_mutex);
+      ++m_generation;
+      m_record_cache.erase(canonical_key(key));
+      if (!record.etag.empty()) m_etag_cache.erase(record.etag);
+      return written;
+    }
     {
       std::lock_guard lock(m_mutex);
       ++m_generation;

@@ -15,6 +15,7 @@
 
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -68,6 +69,12 @@ bool Connection::reusable() noexcept {
   char byte = 0;
   const ssize_t n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);  // 0: closed; > 0: unexpected bytes
+}
+
+std::size_t Connection::waiting() noexcept {
+  int queued = 0;
+  if (::ioctl(tcp().socket().native_handle(), FIONREAD, &queued) != 0 || queued < 0) queued = 0;
+  return m_buffer.size() + static_cast<std::size_t>(queued);
 }
 
 beast::tcp_stream& Connection::tcp() noexcept {

@@ -81,6 +81,8 @@ class Connection {
   // True when bytes beyond the last parsed message are buffered; such a
   // connection cannot carry another exchange.
   bool has_buffered_input() const noexcept { return m_buffer.size() != 0; }
+  // Bytes received and not yet parsed: buffered here and in the socket.
+  std::size_t waiting() noexcept;
   // For a connection taken from the pool: true when the peer has neither
   // closed it nor sent anything since its last response (a late or
   // unsolicited answer, e.g. a 408 on an idle connection, would be read as

@@ -131,6 +131,7 @@ class ResponseImpl final : public Response {
   unsigned status() const noexcept override { return m_parser->get().result_int(); }
   const http::fields& headers() const noexcept override { return m_parser->get().base(); }
   std::optional<std::uint64_t> content_length() const noexcept override { return m_content_length; }
+  std::size_t waiting() const noexcept override { return m_conn ? m_conn->waiting() : 0; }
 
   net::awaitable<result<std::size_t>> read_some(std::span<std::byte> buf) override {
     if (m_error) co_return m_error;

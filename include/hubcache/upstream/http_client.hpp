@@ -145,6 +145,10 @@ class Response {
   // Reads the rest of the body, failing with errc::upstream_protocol when it
   // exceeds `limit` bytes.
   virtual net::awaitable<result<std::string>> read_all(std::size_t limit) = 0;
+  // Bytes that arrived from upstream and wait to be read: a reader that has
+  // many is the slow end of the transfer, not upstream. Counted before TLS
+  // decryption and HTTP framing, so an estimate.
+  virtual std::size_t waiting() const noexcept = 0;
   // Destroying a Response whose body was not fully read closes its connection.
 };
 using ResponsePtr = std::unique_ptr<Response>;

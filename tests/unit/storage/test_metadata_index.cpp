@@ -120,6 +120,15 @@ TEST_F(MetadataIndexTest, ARememberedRecordIsFoundAtOnceButKeptOnlyByPut) {
   m_index = make_disk_metadata_index(dir());
   ASSERT_TRUE(get(key("a.bin"))->has_value());
   expect_same(**get(key("a.bin")), rec);
+
+  // A put() that fails takes the remembered record back: memory never holds
+  // what the disk lacks once put() has been tried (a later put() is then not
+  // skipped as done).
+  m_index->remember(key("bad\xff.bin"), record("etag-2", 'b'));
+  ASSERT_TRUE(get(key("bad\xff.bin"))->has_value());
+  ASSERT_FALSE(m_index->put(key("bad\xff.bin"), record("etag-2", 'b')).has_value());
+  EXPECT_FALSE(get(key("bad\xff.bin"))->has_value());
+  EXPECT_FALSE(blob_for_etag("etag-2")->has_value());
 }
 
 TEST(LruMap, ForgetsTheLeastRecentlyUsedWhenFull) {
