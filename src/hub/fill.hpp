@@ -6,8 +6,8 @@
 // what makes a cold pull fast. The first chunks are smaller, so that the
 // workers finish in turn and the bytes readable from the start advance
 // steadily; once no chunk is left to start, an idle worker takes over the
-// back half of the running chunk with the most left, so every connection
-// works until the end. Each chunk is retried with backoff
+// back half of the running chunk that will take longest at its pace, so
+// every connection works until the end. Each chunk is retried with backoff
 // and resumed where it stopped; an expired or refused signed URL (403/410)
 // is re-resolved through the Hub (FillSource::resolve_again) and the fill
 // goes on. An upstream that ignores Range (answers 200) is read as one
