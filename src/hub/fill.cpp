@@ -221,7 +221,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   // readable prefix advances by about a chunk at a time, at the speed of all
   // connections together. (With equal chunks, 32 clients of a cold 1 GiB
   // file at 25 MB/s per connection had only the first chunk's bytes to send
-  // for 0.7 s, the machine 60-80 % idle, then 128 MiB each at once.)
+  // for 0.7 s, the machine 60-80 % idle, then up to 128 MiB each at once.)
   void plan_chunks() {
     const auto& opt = m_engine.m_options;
     const std::uint64_t size = meta().size;
@@ -334,13 +334,11 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
     if (!m_ranged) return std::nullopt;
     const auto now = Clock::now();
     const auto worth = split_worth();
-    const std::uint64_t piece = split_piece();
     using Seconds = std::chrono::duration<double>;
     Chunk* victim = nullptr;
     Seconds longest{};
     for (auto& c : m_chunks) {
-      if (c.state != Chunk::State::active || c.reading == nullptr || c.end - c.pos < 2 * piece ||
-          c.reading->waiting() > k_copy_buffer) {
+      if (!splittable(c) || c.reading == nullptr || c.reading->waiting() > k_copy_buffer) {
         continue;
       }
       const Seconds elapsed = now - c.reading_since;
@@ -364,12 +362,15 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   }
 
   Clock::duration split_worth() const { return std::max<Clock::duration>(4 * m_latency, std::chrono::milliseconds(20)); }
-  std::uint64_t split_piece() const { return std::max<std::uint64_t>(m_engine.m_options.chunk_size / 8, k_copy_buffer); }
+  // A running chunk with at least two pieces (an eighth of a chunk, and no
+  // less than a copy buffer) left.
+  bool splittable(const Chunk& c) const {
+    const std::uint64_t piece = std::max<std::uint64_t>(m_engine.m_options.chunk_size / 8, k_copy_buffer);
+    return c.state == Chunk::State::active && c.end - c.pos >= 2 * piece;
+  }
   // Whether a running chunk is large enough to be split if it turns slow.
   bool could_split() const {
-    return m_ranged && std::any_of(m_chunks.begin(), m_chunks.end(), [&](const Chunk& c) {
-             return c.state == Chunk::State::active && c.end - c.pos >= 2 * split_piece();
-           });
+    return m_ranged && std::any_of(m_chunks.begin(), m_chunks.end(), [&](const Chunk& c) { return splittable(c); });
   }
 
   bool stopped() const {
