@@ -228,6 +228,7 @@ int run(const config::Config& cfg, const std::string& version, const std::vector
   service_options.fill_wait_timeout = cfg.upstream_timeout * 2;
   service_options.fill.chunk_size = cfg.fill_chunk_size;
   service_options.fill.parallelism = cfg.fill_parallelism;
+  service_options.fill.stall_timeout = cfg.fill_stall_timeout;  // the upstream client caps it at its io_timeout
   service_options.fill.max_fills = cfg.max_fills;
   service_options.fill.connections_per_host = cfg.upstream_connections_per_host;
   service_options.fill.abandon_above = cfg.abandon_fill_above;

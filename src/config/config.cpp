@@ -307,6 +307,9 @@ unsigned bounded_count(const std::string& value, unsigned max) {
 }
 
 void set_fill_parallelism(Config& config, const std::string& value) { config.fill_parallelism = bounded_count(value, 64); }
+void set_fill_stall_timeout(Config& config, const std::string& value) {
+  config.fill_stall_timeout = positive_duration(value);
+}
 void set_max_fills(Config& config, const std::string& value) { config.max_fills = bounded_count(value, 4096); }
 void set_upstream_connections_per_host(Config& config, const std::string& value) {
   config.upstream_connections_per_host = bounded_count(value, 4096);
@@ -403,6 +406,9 @@ const std::array k_keys{
     Key{"fill_parallelism", "N", JsonKind::string_or_number, Scope::anywhere, set_fill_parallelism,
         [](const Config& c) { return std::to_string(c.fill_parallelism); },
         "", "ranged upstream requests in flight per file being filled, 1 to 64"},
+    Key{"fill_stall_timeout", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_fill_stall_timeout,
+        [](const Config& c) { return detail::format_duration(c.fill_stall_timeout); },
+        "", "drop and resume a fill's upstream request whose body stops flowing this long (at most upstream_timeout)"},
     Key{"max_fills", "N", JsonKind::string_or_number, Scope::anywhere, set_max_fills,
         [](const Config& c) { return std::to_string(c.max_fills); },
         "", "files filled from upstream at once; more wait their turn"},

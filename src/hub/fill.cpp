@@ -424,6 +424,7 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
                                      std::vector<std::byte>& buf) {
     std::size_t held = 0;  // bytes at the front of buf that belong at c.pos
     auto written_at = Clock::now();
+    bool flowing = false;
     while (c.pos + held < c.end) {
       const auto room = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size() - held, c.end - c.pos - held));
       auto n = co_await resp.read_some(std::span(buf.data() + held, room));
@@ -431,6 +432,10 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         if (auto w = write_held(c, buf, held, true); !w) co_return w.error();
         if (!n) co_return n.error();
         co_return errc::upstream_unavailable;  // the body ended short
+      }
+      if (!flowing) {
+        resp.shorten_read_timeout(m_engine.m_options.stall_timeout);
+        flowing = true;
       }
       held += *n;
       const auto now = Clock::now();

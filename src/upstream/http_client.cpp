@@ -132,6 +132,9 @@ class ResponseImpl final : public Response {
   const http::fields& headers() const noexcept override { return m_parser->get().base(); }
   std::optional<std::uint64_t> content_length() const noexcept override { return m_content_length; }
   std::size_t waiting() const noexcept override { return m_conn ? m_conn->waiting() : 0; }
+  void shorten_read_timeout(std::chrono::milliseconds timeout) noexcept override {
+    m_io_timeout = std::min(m_io_timeout, timeout);
+  }
 
   net::awaitable<result<std::size_t>> read_some(std::span<std::byte> buf) override {
     if (m_error) co_return m_error;

@@ -44,6 +44,9 @@ struct Config {
   std::uint64_t fill_chunk_size = 16u << 20;
   // fill_parallelism: ranged requests in flight per fill (1 = one stream).
   unsigned fill_parallelism = 8;
+  // fill_stall_timeout: a fill's upstream body that stops flowing for this
+  // long is dropped and resumed (capped at upstream_timeout).
+  std::chrono::milliseconds fill_stall_timeout{5'000};
   // max_fills: files filled from upstream at once; more wait their turn.
   unsigned max_fills = 16;
   // upstream_connections_per_host: concurrent fill requests to one host; more queue.

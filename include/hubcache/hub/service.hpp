@@ -58,6 +58,14 @@ struct FillOptions {
   // When the last client leaves, a fill with more than this many bytes left
   // stops. Default: never stop (whatever a client started is cached).
   std::uint64_t abandon_above = std::numeric_limits<std::uint64_t>::max();
+  // A chunk request whose body stops flowing for this long (or for the
+  // upstream client's io_timeout, if shorter) is dropped and resumed on a
+  // new connection; the wait for its first body byte is the
+  // upstream client's io_timeout (a chained hubcache may be queueing its
+  // own fill). 5 s: huggingface_hub gives up on a download that sends
+  // nothing for 10 s, and a follower of the stalled bytes needs the resumed
+  // request's first bytes before that.
+  std::chrono::milliseconds stall_timeout{5'000};
   // Attempts for one chunk without any progress before the fill fails.
   unsigned chunk_attempts = 5;
   std::chrono::milliseconds retry_backoff{250};  // doubles per attempt

@@ -142,6 +142,12 @@ class Response {
   // body (then the connection goes back to the pool). Errors:
   // errc::upstream_timeout, errc::upstream_unavailable (reset, truncated).
   virtual net::awaitable<result<std::size_t>> read_some(std::span<std::byte> buf) = 0;
+  // Each later read_some fails with errc::upstream_timeout once it waited
+  // `timeout` for bytes, if that is shorter than ClientOptions::io_timeout
+  // (which applies otherwise). A fill shortens it once a body flows: a
+  // connection that goes quiet mid-body is then dropped and resumed before
+  // the fill's clients give up waiting.
+  virtual void shorten_read_timeout(std::chrono::milliseconds timeout) noexcept = 0;
   // Reads the rest of the body, failing with errc::upstream_protocol when it
   // exceeds `limit` bytes.
   virtual net::awaitable<result<std::string>> read_all(std::size_t limit) = 0;

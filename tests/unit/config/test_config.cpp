@@ -60,6 +60,7 @@ void expect_defaults_except_cache_dir(const Config& c) {
   EXPECT_EQ(c.upstream_ca_file, d.upstream_ca_file);
   EXPECT_EQ(c.public_ttl, d.public_ttl);
   EXPECT_EQ(c.upstream_timeout, d.upstream_timeout);
+  EXPECT_EQ(c.fill_stall_timeout, d.fill_stall_timeout);
   EXPECT_EQ(c.client_timeout, d.client_timeout);
   EXPECT_EQ(c.shutdown_grace, d.shutdown_grace);
   EXPECT_EQ(c.gcs_bucket, d.gcs_bucket);
@@ -88,6 +89,7 @@ TEST(ConfigDefaults, NoSourcesGiveTheDocumentedDefaults) {
   EXPECT_EQ(c.upstream_ca_file, "");
   EXPECT_EQ(c.public_ttl, seconds(60));
   EXPECT_EQ(c.upstream_timeout, milliseconds(30'000));
+  EXPECT_EQ(c.fill_stall_timeout, milliseconds(5'000));
   EXPECT_EQ(c.client_timeout, milliseconds(60'000));
   EXPECT_EQ(c.shutdown_grace, milliseconds(10'000));
   EXPECT_EQ(c.gcs_bucket, "");
@@ -182,6 +184,7 @@ std::vector<KeyCase> key_cases(const fs::path& ca_file) {
       {"read_only", "1", [](const Config& c) { EXPECT_TRUE(c.read_only); }},
       {"fill_chunk_size", "4MiB", [](const Config& c) { EXPECT_EQ(c.fill_chunk_size, 4ull << 20); }},
       {"fill_parallelism", "3", [](const Config& c) { EXPECT_EQ(c.fill_parallelism, 3u); }},
+      {"fill_stall_timeout", "1.5s", [](const Config& c) { EXPECT_EQ(c.fill_stall_timeout, milliseconds(1500)); }},
       {"max_fills", "2", [](const Config& c) { EXPECT_EQ(c.max_fills, 2u); }},
       {"upstream_connections_per_host", "12",
        [](const Config& c) { EXPECT_EQ(c.upstream_connections_per_host, 12u); }},
@@ -368,7 +371,7 @@ TEST(ConfigHelp, OneLinePerOptionWithDefaultAndVariable) {
     EXPECT_TRUE(contains(line, "[default: ")) << line;
     EXPECT_TRUE(contains(line, "env: " + env_of(key) + "]")) << line;
   }
-  EXPECT_EQ(options, 29);
+  EXPECT_EQ(options, 30);
   for (const char* text :
        {"--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 100GiB", "default: https://huggingface.co",
         "default: 30s", "default: 1m", "default: $XDG_CACHE_HOME/hubcache", "-h, --help", "--version", "powers of 1024",
@@ -417,6 +420,7 @@ TEST(ConfigErrors, EveryBadValueNamesItsSourceAndKey) {
       {"fill_chunk_size", "64KiB", "must be from 256KiB to 1GiB"},
       {"fill_parallelism", "0", "must be a whole number from 1 to 64"},
       {"fill_parallelism", "65", "must be a whole number from 1 to 64"},
+      {"fill_stall_timeout", "0s", "must be greater than 0"},
       {"max_fills", "many", "must be a whole number from 1 to 4096"},
       {"max_cache_size", "16777216TiB", "too large"},
       {"log_level", "verbose", "must be one of trace, debug, info, warn, error, critical, off"},

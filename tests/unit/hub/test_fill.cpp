@@ -144,11 +144,11 @@ class FillEngineTest : public ::testing::Test {
     return reader ? read_all(**reader) : "";
   }
 
-  // A fill of `src` with `options` (commits not held) run to its end; the
-  // committed blob must be the file.
-  void expect_filled(const FillOptions& options, const FillSource& src) {
+  // A fill of `src` with `options` (commits not held), from `hub` if given,
+  // run to its end; the committed blob must be the file.
+  void expect_filled(const FillOptions& options, const FillSource& src, HubClient* hub = nullptr) {
     m_gate.open = true;
-    auto engine = std::make_shared<FillEngine>(options, m_hub, m_store);
+    auto engine = std::make_shared<FillEngine>(options, hub != nullptr ? *hub : m_hub, m_store);
     bool leader = false;
     auto member = engine->join(src, std::nullopt, leader, m_ioc.get_executor());
     auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
@@ -491,15 +491,7 @@ TEST_F(LargeFillTest, AnIdleWorkerTakesOverTheBackOfAStalledChunk) {
   upstream::ClientOptions client;
   client.io_timeout = 1000ms;  // ends the stalled request
   HubClient hub{upstream::make_http_client(client), *upstream::Url::parse(m_server.url("/"))};
-  m_gate.open = true;
-  auto engine = std::make_shared<FillEngine>(options, hub, m_store);
-  bool leader = false;
-  auto member = engine->join(source(), std::nullopt, leader, m_ioc.get_executor());
-  auto done = run(member.fill().wm.wait_beyond(m_content.size(), 10s));
-  ASSERT_TRUE(done.has_value()) << done.error().message();
-  auto stored = run(m_store.open(*core::Sha256::from_hex(source().meta.etag)));
-  ASSERT_TRUE(stored.has_value() && stored->has_value());
-  EXPECT_EQ(read_all(***stored), m_content);
+  expect_filled(options, source(), &hub);
 
   std::lock_guard lock(mutex);
   std::string shown;
@@ -516,6 +508,47 @@ TEST_F(LargeFillTest, AnIdleWorkerTakesOverTheBackOfAStalledChunk) {
   // to where the pieces split off begin.
   EXPECT_TRUE(was_asked(begin + sent, (768 << 10) - 1)) << shown;
   EXPECT_EQ(asked.size(), 9u) << "6 planned chunks, 2 split off, 1 resumed: " << shown;
+}
+
+// A body that stops flowing is dropped after FillOptions::stall_timeout, not
+// after the upstream client's read timeout (60 s here, past the test's
+// 10 s wait), and resumed after the bytes it brought.
+TEST_F(FillEngineTest, ABodyThatGoesQuietIsResumedAfterTheStallTimeout) {
+  constexpr std::size_t sent = 5000;
+  std::mutex mutex;
+  std::vector<std::string> asked;
+  m_script = [&](const auto& request) {
+    std::lock_guard lock(mutex);
+    asked.emplace_back(request[test::http::field::range]);
+    if (asked.size() > 1) return ranged(request);
+    test::Reply quiet{"HTTP/1.1 200 X\r\nContent-Length: " + std::to_string(m_content.size()) + "\r\n\r\n" +
+                      m_content.substr(0, sent)};
+    quiet.stall = true;
+    return quiet;
+  };
+  FillOptions options;
+  options.stall_timeout = 100ms;
+  upstream::ClientOptions client;
+  client.io_timeout = 60s;
+  HubClient hub{upstream::make_http_client(client), *upstream::Url::parse(m_server.url("/"))};
+  expect_filled(options, source(), &hub);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(asked, (std::vector<std::string>{"", "bytes=5000-" + std::to_string(m_content.size() - 1)}));
+}
+
+// Until the first body byte, the read timeout applies: an upstream hubcache
+// may be waiting for its own fill's turn before it sends any.
+TEST_F(FillEngineTest, TheFirstBodyByteIsNotHeldToTheStallTimeout) {
+  m_script = [&](const auto&) {
+    test::Reply slow{"HTTP/1.1 200 X\r\nContent-Length: " + std::to_string(m_content.size()) + "\r\n\r\n"};
+    slow.later = m_content;
+    slow.later_after = 1s;
+    return slow;
+  };
+  FillOptions options;
+  options.stall_timeout = 200ms;
+  expect_filled(options, source());
+  EXPECT_EQ(m_server.requests(), 1) << "the wait for the first byte was not cut short";
 }
 
 TEST_F(FillEngineTest, WrongBytesNeverReleaseTheLastByte) {

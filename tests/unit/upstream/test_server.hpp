@@ -40,7 +40,8 @@ struct Reply {
   std::string raw;     // written verbatim; may be a partial or malformed response
   bool close = false;  // close the connection after writing raw
   bool stall = false;  // after raw (usually empty), write nothing more; keep the connection open until the server stops
-  std::string later = {};  // written unasked on the same connection 50 ms after raw
+  std::string later = {};  // written unasked on the same connection `later_after` after raw
+  std::chrono::milliseconds later_after{50};
 };
 using Handler = std::function<Reply(const http::request<http::string_body>&)>;
 
@@ -127,7 +128,7 @@ class TestServer {
       }
       auto [write_ec, written] = co_await net::async_write(stream, net::buffer(reply.raw), k_token);
       if (!write_ec && !reply.later.empty()) {
-        net::steady_timer pause(m_ioc, std::chrono::milliseconds(50));
+        net::steady_timer pause(m_ioc, reply.later_after);
         co_await pause.async_wait(k_token);
         auto [later_ec, later_n] = co_await net::async_write(stream, net::buffer(reply.later), k_token);
         write_ec = later_ec;
