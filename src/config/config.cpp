@@ -415,7 +415,7 @@ const std::array k_keys{
     Key{"upstream_connections_per_host", "N", JsonKind::string_or_number, Scope::anywhere,
         set_upstream_connections_per_host,
         [](const Config& c) { return std::to_string(c.upstream_connections_per_host); },
-        "", "concurrent fill requests to one upstream host; more queue"},
+        "", "concurrent fill requests (and footer reads, pass-through streams) to one upstream host; more queue"},
     Key{"abandon_fill_above", "SIZE", JsonKind::string_or_number, Scope::anywhere, set_abandon_fill_above,
         [](const Config& c) { return c.abandon_fill_above == UINT64_MAX ? std::string("never")
                                                                           : detail::format_size(c.abandon_fill_above); },

@@ -597,9 +597,12 @@ class Service final : public HubService {
 
   // A file the cache cannot hold is streamed from upstream without being
   // stored. It is still verified on the way: its last byte goes out only once
-  // the digest matched, so a wrong file never arrives complete.
+  // the digest matched, so a wrong file never arrives complete. Its request
+  // counts against upstream_connections_per_host like a fill's, for as long
+  // as it streams.
   net::awaitable<void> pass_through(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
                                     const std::string& auth) {
+    auto slot = co_await m_fills->host_slots(meta.content_url.origin()).acquire();
     auto resp = co_await m_hub.open_content(meta, auth);
     if (!resp) {
       co_await ex.respond(error_response(resp.error(), ex.request().version()));

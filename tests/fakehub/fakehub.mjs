@@ -393,6 +393,8 @@ export async function startFakeHub(opts = {}) {
         ctx.acct.count(n);
         sent += n;
         pos += n;
+        // The client may have it all and send its next request before the pacing below ends this response.
+        if (pos > end) ctx.acct.entry.lastByteAt = Date.now();
         if (res.writableNeedDrain) await Promise.race([new Promise((r) => res.once("drain", r)), closed]);
         if (faults.rate) {
           const due = t0 + (sent * 1000) / faults.rate;

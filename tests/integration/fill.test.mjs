@@ -266,6 +266,38 @@ test("--max-fills 1: fills of different files queue instead of failing", { skip,
     assert.ok(order[0].filled < order[1].firstGet, `the fills overlapped: ${JSON.stringify(order.map((o) => [o.f.path, o.firstGet, o.filled]))}`);
   }, { args: ["--max-fills", "1"] }));
 
+/**
+ * The most requests open at one moment in fake-Hub log entries: from arrival until the fake wrote the last byte
+ * (hubcache cannot have had it earlier, so this is never above hubcache's own count). An end and a start in the
+ * same ms do not overlap.
+ */
+function peakOpen(entries) {
+  const events = entries.flatMap((e) => [[e.time, 1], [e.lastByteAt ?? e.endTime ?? Infinity, -1]]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let open = 0;
+  let peak = 0;
+  for (const [, step] of events) peak = Math.max(peak, (open += step));
+  return peak;
+}
+
+test("--upstream-connections-per-host bounds fills and files streamed through together; the excess queues and completes", { skip, timeout: 60000 }, () =>
+  withFreshHc(async (url) => {
+    fake.reset();
+    fake.scenario({ cdnRate: 16 * MiB });
+    // big.bin (24 MiB) does not fit the 16 MiB cache: each client's copy is streamed through on its own
+    // request. model.safetensors fits: one fill.
+    const st = fake.repos[REPO].files["model.safetensors"];
+    const get = (f) => http1(url, "GET", resolvePath("main", f.path), { keepBody: false, timeoutMs: 50000 });
+    const rs = await Promise.all([get(big), get(big), get(big), get(st)]);
+    rs.forEach((r, i) => {
+      const f = i < 3 ? big : st;
+      assert.ok(r.status === 200 && r.complete && r.sha256 === f.sha256, `client ${i} (${f.path}): ${desc(r)}`);
+    });
+    assert.ok(await fake.idle(5000), "no CDN transfer left");
+    const gets = fake.stats().log.filter((e) => e.host === "cdn" && e.method === "GET");
+    assert.equal(gets.filter((e) => e.path === `/cdn/lfs/${big.sha256}`).length, 3, `one stream per client of big.bin: ${showCdn(fake.stats())}`);
+    assert.equal(peakOpen(gets), 2, `at most 2 CDN requests at once, and the bound was reached: ${showCdn(fake.stats())}`);
+  }, { args: ["--upstream-connections-per-host", "2", "--max-cache-size", "16MiB"] }));
+
 test("a client whose fill waits behind --max-fills longer than the stall timeout still gets its file", { skip, timeout: 60000 }, () =>
   withFreshHc(async (url, rec) => {
     fake.reset();

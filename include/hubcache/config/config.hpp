@@ -49,7 +49,7 @@ struct Config {
   std::chrono::milliseconds fill_stall_timeout{5'000};
   // max_fills: files filled from upstream at once; more wait their turn.
   unsigned max_fills = 16;
-  // upstream_connections_per_host: concurrent fill requests to one host; more queue.
+  // upstream_connections_per_host: concurrent fill (and footer, pass-through) requests to one host; more queue.
   unsigned upstream_connections_per_host = 64;
   // abandon_fill_above: when every client of a fill has left, the fill stops
   // if more than this many bytes are left. Default (max): fills always finish.
