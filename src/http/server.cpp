@@ -1,5 +1,7 @@
 #include <hubcache/http/server.hpp>
 
+#include "loopback.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -423,6 +425,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         continue;
       }
       socket.set_option(tcp::no_delay(true), ec);
+      unpace_local_peer(socket);
       auto conn = std::make_shared<Connection>(std::move(socket));
       {
         std::lock_guard lock(mutex);

@@ -599,19 +599,36 @@ class Service final : public HubService {
   // stored. It is still verified on the way: its last byte goes out only once
   // the digest matched, so a wrong file never arrives complete. Its request
   // counts against upstream_connections_per_host like a fill's, for as long
-  // as it streams.
+  // as it streams (the connection is held that long, slow client or not).
   net::awaitable<void> pass_through(http::Exchange& ex, const core::FileRoute& route, const FileMeta& meta,
                                     const std::string& auth) {
-    auto slot = co_await m_fills->host_slots(meta.content_url.origin()).acquire();
+    ex.set_outcome("pass");
+    const core::RangeDecision whole;
+    auto& slots = m_fills->host_slots(meta.content_url.origin());
+    auto slot = slots.try_acquire();
+    bool head_sent = false;
+    if (!slot) {
+      // Every slot is taken, perhaps for minutes by streams like this one:
+      // the head goes out now, as a client of a queued fill gets it (a
+      // client sent nothing gives up; huggingface_hub after 10 s). An
+      // upstream failure then ends the body short instead of answering an
+      // error status.
+      if (!co_await write_file_head(ex, route, meta, whole)) co_return;
+      head_sent = true;
+      slot = co_await slots.acquire();
+    }
     auto resp = co_await m_hub.open_content(meta, auth);
+    if (!resp && head_sent) {
+      spdlog::warn("pass-through of {} {}: {}; the client's body ends short", route.repo, route.path,
+                   resp.error().message());
+      ex.close_after();
+      co_return;
+    }
     if (!resp) {
       co_await ex.respond(error_response(resp.error(), ex.request().version()));
       co_return;
     }
-    ex.set_outcome("pass");
-    const core::RangeDecision whole;
-    auto span = co_await write_file_head(ex, route, meta, whole);
-    if (!span) co_return;
+    if (!head_sent && !co_await write_file_head(ex, route, meta, whole)) co_return;
     util::Sha256Hasher sha256;
     std::optional<util::GitBlobHasher> git;
     if (!meta.lfs) git.emplace(meta.size);

@@ -279,7 +279,7 @@ function peakOpen(entries) {
   return peak;
 }
 
-test("--upstream-connections-per-host bounds fills and files streamed through together; the excess queues and completes", { skip, timeout: 60000 }, () =>
+test("--upstream-connections-per-host bounds fills and files streamed through together; the excess queues (with its head sent) and completes", { skip, timeout: 60000 }, () =>
   withFreshHc(async (url) => {
     fake.reset();
     fake.scenario({ cdnRate: 16 * MiB });
@@ -296,6 +296,10 @@ test("--upstream-connections-per-host bounds fills and files streamed through to
     const gets = fake.stats().log.filter((e) => e.host === "cdn" && e.method === "GET");
     assert.equal(gets.filter((e) => e.path === `/cdn/lfs/${big.sha256}`).length, 3, `one stream per client of big.bin: ${showCdn(fake.stats())}`);
     assert.equal(peakOpen(gets), 2, `at most 2 CDN requests at once, and the bound was reached: ${showCdn(fake.stats())}`);
+    // A streamed-through client queued for a slot has its head at once, not after another client's whole
+    // file (a Python client sent nothing for 10 s gives up). (A fill's client gets its head within 3 s.)
+    const firstDone = Math.min(...rs.slice(0, 3).map((r) => r.ms));
+    rs.slice(0, 3).forEach((r, i) => assert.ok(r.headMs < firstDone, `client ${i}: head at ${r.headMs} ms, first file done at ${firstDone} ms`));
   }, { args: ["--upstream-connections-per-host", "2", "--max-cache-size", "16MiB"] }));
 
 test("a client whose fill waits behind --max-fills longer than the stall timeout still gets its file", { skip, timeout: 60000 }, () =>

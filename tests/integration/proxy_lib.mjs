@@ -20,7 +20,8 @@ export const logTail = (s, n = 4000) => (s.length > n ? "…" + s.slice(-n) : s)
 
 /**
  * One HTTP/1.1 request with node:http (agent: false = its own connection).
- * Returns {status, headers, body, bytes, sha256, complete, error, timedOut, ms}; never rejects.
+ * Returns {status, headers, body, bytes, sha256, complete, error, timedOut, ms, headMs}; never rejects
+ * (headMs: when the response head arrived, null without one).
  * `complete` is false when the connection ended before the announced body was received.
  * opts: headers, body, timeoutMs (default 20 s), abortAfterBytes (destroy the request after
  * that many body bytes), keepBody (default true; false: only count + hash), onBytes(n).
@@ -32,6 +33,7 @@ export function http1(base, method, path, opts = {}) {
   return new Promise((resolve) => {
     let done = false;
     let res = null;
+    let headMs = null;
     let timedOut = false;
     const chunks = [];
     let n = 0;
@@ -52,6 +54,7 @@ export function http1(base, method, path, opts = {}) {
         error: error ? String(error.message ?? error) : null,
         timedOut,
         ms: Date.now() - t0,
+        headMs,
       });
     };
     const req = http.request({ host: u.hostname, port: u.port, method, path, headers, agent: false });
@@ -64,6 +67,7 @@ export function http1(base, method, path, opts = {}) {
     });
     req.on("response", (r) => {
       res = r;
+      headMs = Date.now() - t0;
       let err = null;
       r.on("data", (c) => {
         n += c.length;

@@ -62,9 +62,10 @@ struct FillOptions {
   // upstream client's io_timeout, if shorter) is dropped and resumed on a
   // new connection; the wait for its first body byte is the
   // upstream client's io_timeout (a chained hubcache may be queueing its
-  // own fill). 5 s: huggingface_hub gives up on a download that sends
-  // nothing for 10 s, and a follower of the stalled bytes needs the resumed
-  // request's first bytes before that.
+  // own fill; a pause of its fill longer than this costs one more request).
+  // 5 s: huggingface_hub gives up on a download that sends nothing for 10 s,
+  // which leaves the resumed request 5 s to bring a follower of the stalled
+  // bytes its next ones.
   std::chrono::milliseconds stall_timeout{5'000};
   // Attempts for one chunk without any progress before the fill fails.
   unsigned chunk_attempts = 5;
