@@ -389,8 +389,14 @@ export async function startFakeHub(opts = {}) {
           chunk = Buffer.from(chunk);
           chunk[faults.corrupt - pos] ^= 0xff;
         }
-        const flushed = new Promise((r) => res.write(chunk, () => r()));
-        ctx.acct.count(n);
+        // Counted once handed to the kernel, as a server counts bytes sent: a write still queued in this
+        // process when the client closes the connection never leaves.
+        const flushed = new Promise((r) =>
+          res.write(chunk, (err) => {
+            if (!err) ctx.acct.count(n);
+            r();
+          }),
+        );
         sent += n;
         pos += n;
         // The client may have it all and send its next request before the pacing below ends this response.
