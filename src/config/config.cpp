@@ -408,7 +408,7 @@ const std::array k_keys{
         "", "ranged upstream requests in flight per file being filled, 1 to 64"},
     Key{"fill_stall_timeout", "DURATION", JsonKind::string_or_number, Scope::anywhere, set_fill_stall_timeout,
         [](const Config& c) { return detail::format_duration(c.fill_stall_timeout); },
-        "", "drop and resume a fill's upstream request whose body stops flowing this long (at most upstream_timeout)"},
+        "", "drop and resume a fill's upstream request whose body stops flowing this long (capped at upstream_timeout)"},
     Key{"max_fills", "N", JsonKind::string_or_number, Scope::anywhere, set_max_fills,
         [](const Config& c) { return std::to_string(c.max_fills); },
         "", "files filled from upstream at once; more wait their turn"},

@@ -376,7 +376,8 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
   // Splits stop once the bytes they threw away (found waiting in a split
   // chunk's socket when it was closed) pass 1 % of the file: upstream then is
   // not the slow end, and a split gains nothing. (Against a local CDN without
-  // a cap, on a loaded machine, a 64 MiB fill threw away 0.5-1 MiB per split.)
+  // a cap, on a loaded machine, a 64 MiB fill left 0.1-0.7 MiB unread per
+  // split.)
   bool splitting_pays() const { return m_ranged && m_split_waste <= meta().size / 100; }
 
   bool stopped() const {
