@@ -434,7 +434,6 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
                                      std::vector<std::byte>& buf) {
     std::size_t held = 0;  // bytes at the front of buf that belong at c.pos
     auto written_at = Clock::now();
-    bool flowing = false;
     while (c.pos + held < c.end) {
       const auto room = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size() - held, c.end - c.pos - held));
       auto n = co_await resp.read_some(std::span(buf.data() + held, room));
@@ -443,10 +442,9 @@ class FillRun : public std::enable_shared_from_this<FillRun> {
         if (!n) co_return n.error();
         co_return errc::upstream_unavailable;  // the body ended short
       }
-      if (!flowing) {
-        resp.shorten_read_timeout(m_engine.m_options.stall_timeout);
-        flowing = true;
-      }
+      // The body flows: from now on a read that waits stall_timeout means a
+      // stall (idempotent, so no flag to keep).
+      resp.shorten_read_timeout(m_engine.m_options.stall_timeout);
       held += *n;
       const auto now = Clock::now();
       if (held == buf.size() || c.pos + held == c.end || now - written_at >= k_write_interval) {
